@@ -1,0 +1,14 @@
+//! CPU kernels. Each fast kernel has a plain scalar reference beside it and a property test
+//! that checks one against the other on random shapes, including non-contiguous views.
+
+pub mod binary;
+pub mod conv;
+pub mod copy;
+pub mod index;
+pub mod math;
+pub mod matmul;
+pub mod pool;
+pub mod reduce;
+pub mod simd;
+pub mod softmax;
+pub mod unary;
