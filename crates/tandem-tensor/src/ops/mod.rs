@@ -6,6 +6,7 @@ mod conv;
 mod elementwise;
 mod index;
 mod matmul;
+pub mod optim;
 mod pool;
 mod reduce;
 mod shape_ops;

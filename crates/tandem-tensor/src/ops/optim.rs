@@ -1,0 +1,401 @@
+//! Fused optimizer updates: one pass over memory per parameter, in place (copy-on-write when
+//! the parameter's storage is shared). Eager optimizers and graph-mode training ops both call
+//! these, so the two modes apply identical update formulas (PyTorch's, see each config).
+//!
+//! Every function checks all shapes and dtypes before it writes anything, so a failed update
+//! leaves the parameter and its state untouched.
+
+use crate::cpu::simd::dispatch;
+use crate::{DType, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Adam / AdamW hyperparameters (PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first moment.
+    pub beta1: f64,
+    /// Decay of the second moment.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Weight decay: added to the gradient (Adam) or applied to the parameter (AdamW).
+    pub weight_decay: f64,
+    /// AdamW's decoupled weight decay `p *= 1 - lr * wd`.
+    pub decoupled: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+}
+
+/// SGD hyperparameters (PyTorch semantics).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0 = plain SGD).
+    pub momentum: f64,
+    /// Dampening of the momentum.
+    pub dampening: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig {
+            lr: 0.01,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// RMSprop hyperparameters (PyTorch's defaults: lr 1e-2, alpha 0.99, eps 1e-8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Smoothing constant of the squared-gradient average.
+    pub alpha: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+    /// Momentum factor.
+    pub momentum: f64,
+    /// Normalize by the centered second moment (variance estimate).
+    pub centered: bool,
+}
+
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        RmsPropConfig {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+        }
+    }
+}
+
+fn check(op: &'static str, param: &Tensor, other: &Tensor, what: &str) -> Result<()> {
+    if other.shape() != param.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: param.shape().to_vec(),
+            rhs: other.shape().to_vec(),
+            hint: format!("{what} must have the parameter's shape"),
+        });
+    }
+    if other.dtype() != param.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: format!("{} ({what} must match the parameter)", param.dtype()),
+            got: other.dtype(),
+        });
+    }
+    Ok(())
+}
+
+fn float_param(op: &'static str, p: &Tensor) -> Result<()> {
+    if !matches!(p.dtype(), DType::F32 | DType::F64) {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: p.dtype(),
+            device: p.device(),
+        });
+    }
+    Ok(())
+}
+
+/// Chunk size for parallel optimizer updates.
+const CHUNK: usize = 1 << 14;
+
+macro_rules! for_float {
+    ($p:expr, |$T:ident| $body:expr) => {
+        match $p.dtype() {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            _ => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+/// One Adam/AdamW step at (1-based) step `t`: updates `param`, `m` and `v` in place.
+pub fn adam_step(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, t: u64, c: &AdamConfig) -> Result<()> {
+    const OP: &str = "adam_step";
+    float_param(OP, param)?;
+    check(OP, param, grad, "gradient")?;
+    check(OP, param, m, "first moment")?;
+    check(OP, param, v, "second moment")?;
+    if t == 0 {
+        return Err(Error::invalid(OP, "steps count from 1"));
+    }
+    let g = grad.contiguous()?;
+    let bc1 = 1.0 - c.beta1.powi(t as i32);
+    let bc2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
+    for_float!(param, |T| {
+        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let ps = param.make_mut::<T>()?;
+        let ms = m.make_mut::<T>()?;
+        let vs = v.make_mut::<T>()?;
+        let (b1, b2) = (c.beta1 as T, c.beta2 as T);
+        let step_size = (c.lr / bc1) as T;
+        let bc2s = bc2_sqrt as T;
+        let eps = c.eps as T;
+        let wd = c.weight_decay as T;
+        let decay = (1.0 - c.lr * c.weight_decay) as T;
+        let (decoupled, l2) = (c.decoupled && c.weight_decay != 0.0, !c.decoupled && c.weight_decay != 0.0);
+        let kernel = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    for i in 0..p.len() {
+                        let mut gi = g[i];
+                        if l2 {
+                            gi += wd * p[i];
+                        }
+                        if decoupled {
+                            p[i] *= decay;
+                        }
+                        let mi = m[i] + (1.0 - b1) * (gi - m[i]);
+                        let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        m[i] = mi;
+                        v[i] = vi;
+                        p[i] -= step_size * mi / (vi.sqrt() / bc2s + eps);
+                    }
+                },
+            )
+        };
+        if ps.len() >= 2 * CHUNK {
+            ps.par_chunks_mut(CHUNK)
+                .zip(gs.par_chunks(CHUNK))
+                .zip(ms.par_chunks_mut(CHUNK))
+                .zip(vs.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| kernel(p, g, m, v));
+        } else {
+            kernel(ps, gs, ms, vs);
+        }
+    });
+    Ok(())
+}
+
+/// One SGD step. `momentum_buffer` must be given when momentum is non-zero; pass
+/// `first_step = true` on the first step so the buffer is initialized to the gradient (as
+/// PyTorch does).
+pub fn sgd_step(
+    param: &mut Tensor,
+    grad: &Tensor,
+    momentum_buffer: Option<&mut Tensor>,
+    first_step: bool,
+    c: &SgdConfig,
+) -> Result<()> {
+    const OP: &str = "sgd_step";
+    float_param(OP, param)?;
+    check(OP, param, grad, "gradient")?;
+    if c.momentum != 0.0 && momentum_buffer.is_none() {
+        return Err(Error::invalid(OP, "momentum needs a momentum buffer"));
+    }
+    if let Some(b) = &momentum_buffer {
+        check(OP, param, b, "momentum buffer")?;
+    }
+    let g = grad.contiguous()?;
+    for_float!(param, |T| {
+        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let ps = param.make_mut::<T>()?;
+        let (lr, mom, damp, wd) = (c.lr as T, c.momentum as T, c.dampening as T, c.weight_decay as T);
+        let nesterov = c.nesterov;
+        match momentum_buffer {
+            Some(buf) if c.momentum != 0.0 => {
+                let bs = buf.make_mut::<T>()?;
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for i in 0..ps.len() {
+                            let d = gs[i] + wd * ps[i];
+                            let b = if first_step { d } else { mom * bs[i] + (1.0 - damp) * d };
+                            bs[i] = b;
+                            let step = if nesterov { d + mom * b } else { b };
+                            ps[i] -= lr * step;
+                        }
+                    },
+                );
+            }
+            _ => dispatch(
+                #[inline(always)]
+                || {
+                    for i in 0..ps.len() {
+                        ps[i] -= lr * (gs[i] + wd * ps[i]);
+                    }
+                },
+            ),
+        }
+    });
+    Ok(())
+}
+
+/// One RMSprop step. `momentum_buffer` is needed when momentum is non-zero and `grad_avg`
+/// when centered.
+pub fn rmsprop_step(
+    param: &mut Tensor,
+    grad: &Tensor,
+    square_avg: &mut Tensor,
+    momentum_buffer: Option<&mut Tensor>,
+    grad_avg: Option<&mut Tensor>,
+    c: &RmsPropConfig,
+) -> Result<()> {
+    const OP: &str = "rmsprop_step";
+    float_param(OP, param)?;
+    check(OP, param, grad, "gradient")?;
+    check(OP, param, square_avg, "square average")?;
+    if c.momentum != 0.0 && momentum_buffer.is_none() {
+        return Err(Error::invalid(OP, "momentum needs a momentum buffer"));
+    }
+    if c.centered && grad_avg.is_none() {
+        return Err(Error::invalid(OP, "centered RMSprop needs a gradient average"));
+    }
+    if let Some(b) = &momentum_buffer {
+        check(OP, param, b, "momentum buffer")?;
+    }
+    if let Some(b) = &grad_avg {
+        check(OP, param, b, "gradient average")?;
+    }
+    let g = grad.contiguous()?;
+    for_float!(param, |T| {
+        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let ps = param.make_mut::<T>()?;
+        let sq = square_avg.make_mut::<T>()?;
+        let mut mb = match momentum_buffer {
+            Some(b) if c.momentum != 0.0 => Some(b.make_mut::<T>()?),
+            _ => None,
+        };
+        let mut ga = match grad_avg {
+            Some(b) if c.centered => Some(b.make_mut::<T>()?),
+            _ => None,
+        };
+        let (lr, alpha, eps, wd, mom) = (c.lr as T, c.alpha as T, c.eps as T, c.weight_decay as T, c.momentum as T);
+        for i in 0..ps.len() {
+            let gi = gs[i] + wd * ps[i];
+            let s = alpha * sq[i] + (1.0 - alpha) * gi * gi;
+            sq[i] = s;
+            let avg = match ga.as_deref_mut() {
+                Some(ga) => {
+                    let a = ga[i] + (1.0 - alpha) * (gi - ga[i]);
+                    ga[i] = a;
+                    (s - a * a).sqrt() + eps
+                }
+                None => s.sqrt() + eps,
+            };
+            match mb.as_deref_mut() {
+                Some(b) => {
+                    let bi = mom * b[i] + gi / avg;
+                    b[i] = bi;
+                    ps[i] -= lr * bi;
+                }
+                None => ps[i] -= lr * gi / avg,
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_slice(v, &[v.len()]).unwrap()
+    }
+
+    #[test]
+    fn adam_matches_the_formula() {
+        let mut p = t(&[1.0, -2.0]);
+        let g = t(&[0.5, 0.25]);
+        let mut m = t(&[0.0, 0.0]);
+        let mut v = t(&[0.0, 0.0]);
+        let c = AdamConfig::default();
+        adam_step(&mut p, &g, &mut m, &mut v, 1, &c).unwrap();
+        // First step: m = 0.1 g, v = 0.001 g^2, update = lr * g/|g| (bias-corrected) ~ lr.
+        let pv = p.to_vec::<f64>().unwrap();
+        assert!((pv[0] - (1.0 - 1e-3)).abs() < 1e-7, "{pv:?}");
+        assert!((pv[1] - (-2.0 - 1e-3)).abs() < 1e-7, "{pv:?}");
+        assert!((m.to_vec::<f64>().unwrap()[0] - 0.05).abs() < 1e-15);
+    }
+
+    #[test]
+    fn sgd_momentum_and_nesterov() {
+        let c = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            ..Default::default()
+        };
+        let mut p = t(&[1.0]);
+        let mut b = t(&[0.0]);
+        sgd_step(&mut p, &t(&[1.0]), Some(&mut b), true, &c).unwrap();
+        // buf = 1, step = 1 + 0.9 = 1.9
+        assert!((p.to_vec::<f64>().unwrap()[0] - 0.81).abs() < 1e-12);
+        assert!(sgd_step(&mut p, &t(&[1.0]), None, false, &c).is_err());
+    }
+
+    #[test]
+    fn failed_update_leaves_state_untouched() {
+        let mut p = t(&[1.0, 2.0]);
+        let before = p.clone();
+        let mut m = t(&[0.0, 0.0]);
+        let mut v = t(&[0.0]);
+        assert!(adam_step(&mut p, &t(&[1.0, 1.0]), &mut m, &mut v, 1, &AdamConfig::default()).is_err());
+        assert_eq!(p.to_vec::<f64>().unwrap(), before.to_vec::<f64>().unwrap());
+    }
+
+    #[test]
+    fn shared_parameter_is_copied_not_mutated() {
+        let mut p = t(&[1.0]);
+        let alias = p.clone();
+        sgd_step(&mut p, &t(&[1.0]), None, true, &SgdConfig { lr: 0.5, ..Default::default() }).unwrap();
+        assert_eq!(alias.to_vec::<f64>().unwrap(), vec![1.0]);
+        assert_eq!(p.to_vec::<f64>().unwrap(), vec![0.5]);
+    }
+
+    #[test]
+    fn rmsprop_centered_momentum() {
+        let c = RmsPropConfig {
+            lr: 0.01,
+            momentum: 0.5,
+            centered: true,
+            ..Default::default()
+        };
+        let mut p = t(&[1.0]);
+        let mut sq = t(&[0.0]);
+        let mut mb = t(&[0.0]);
+        let mut ga = t(&[0.0]);
+        rmsprop_step(&mut p, &t(&[2.0]), &mut sq, Some(&mut mb), Some(&mut ga), &c).unwrap();
+        let s = 0.01 * 4.0;
+        let a: f64 = 0.01 * 2.0;
+        let avg = (s - a * a).sqrt() + 1e-8;
+        assert!((p.to_vec::<f64>().unwrap()[0] - (1.0 - 0.01 * 2.0 / avg)).abs() < 1e-12);
+    }
+}
