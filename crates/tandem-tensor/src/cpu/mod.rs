@@ -1,6 +1,7 @@
 //! CPU kernels. Each fast kernel has a plain scalar reference beside it and a property test
 //! that checks one against the other on random shapes, including non-contiguous views.
 
+pub mod arg_reduce;
 pub mod binary;
 pub mod conv;
 pub mod copy;
@@ -11,4 +12,5 @@ pub mod pool;
 pub mod reduce;
 pub mod simd;
 pub mod softmax;
+pub mod strided;
 pub mod unary;
