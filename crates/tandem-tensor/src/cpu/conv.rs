@@ -11,6 +11,7 @@
 //! `gemm` inside); a batch of one runs `gemm` with its own threads instead.
 
 use super::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
+use super::simd::dispatch;
 use crate::{Conv2dParams, Error, Result};
 use rayon::prelude::*;
 
@@ -159,6 +160,11 @@ impl ConvGeom {
             self.kg() * self.p()
         }
     }
+    /// Height and width of the zero-padded input.
+    fn padded_hw(&self) -> (usize, usize) {
+        let [ph, pw] = self.params.padding;
+        (self.h + 2 * ph, self.w + 2 * pw)
+    }
     /// Multiply-adds of the whole convolution.
     fn work(&self) -> usize {
         self.n * self.out_sample() * self.kg()
@@ -176,101 +182,165 @@ impl ConvGeom {
     }
 }
 
-/// Output columns `ox` whose input column `ox * stride + delta` lies in `0..w`.
-fn valid_cols(delta: isize, stride: usize, w: usize, ow: usize) -> (usize, usize) {
-    let lo = if delta >= 0 {
-        0
-    } else {
-        delta.unsigned_abs().div_ceil(stride)
-    };
-    let hi = if w as isize <= delta {
-        0
-    } else {
-        (w as isize - delta).unsigned_abs().div_ceil(stride)
-    };
-    let hi = hi.min(ow);
-    (lo.min(hi), hi)
+/// Copies `src` into `dst` (equal lengths). Rows of small images are a few elements long,
+/// where a `memcpy` call costs more than the copy itself, so short rows are copied inline.
+#[inline(always)]
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+    if dst.len() >= 64 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        if let (Ok(a), Ok(b)) = (<&mut [T; 8]>::try_from(a), <&[T; 8]>::try_from(b)) {
+            *a = *b;
+        }
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
 }
 
-/// Visits each (column-matrix row, output row `oy`) pair with the input row it reads (if
-/// any) and its valid output-column range `lo..hi` and input start column.
+/// Fills a short row inline (see [`copy_row`]).
 #[inline(always)]
-fn for_each_window_row(
-    g: &ConvGeom,
-    mut f: impl FnMut(usize, usize, Option<usize>, usize, usize, usize),
-) {
-    let [sh, sw] = g.params.stride;
+fn fill_row<T: Copy>(dst: &mut [T], v: T) {
+    if dst.len() >= 64 {
+        dst.fill(v);
+    } else {
+        for d in dst {
+            *d = v;
+        }
+    }
+}
+
+/// Per-task buffers: the column matrix and a zero-padded copy of one group's image.
+struct Scratch<T> {
+    col: Vec<T>,
+    pad: Vec<T>,
+}
+
+impl<T: GemmScalar> Scratch<T> {
+    fn new(g: &ConvGeom) -> Self {
+        let padded = g.params.padding != [0, 0];
+        let (hp, wp) = g.padded_hw();
+        Scratch {
+            col: vec![T::ZERO; g.col_len()],
+            pad: vec![T::ZERO; if padded { g.cg() * hp * wp } else { 0 }],
+        }
+    }
+}
+
+/// Lays the windows of one group's image `[C/g, H, W]` out as the column matrix
+/// `[C/g*kh*kw, oh*ow]` in `s.col`. A padded convolution first copies the image into the
+/// zero-padded `s.pad`, so that every window row is a plain (strided) run of the image.
+fn im2col<T: GemmScalar>(x: &[T], g: &ConvGeom, s: &mut Scratch<T>) {
+    let (hp, wp) = g.padded_hw();
     let [ph, pw] = g.params.padding;
-    let [dh, dw] = g.params.dilation;
-    for c in 0..g.cg() {
-        for ki in 0..g.kh {
-            let dy = (ki * dh) as isize - ph as isize;
-            for kj in 0..g.kw {
-                let dx = (kj * dw) as isize - pw as isize;
-                let row = (c * g.kh + ki) * g.kw + kj;
-                let (lo, hi) = valid_cols(dx, sw, g.w, g.ow);
-                let start = (lo * sw) as isize + dx;
-                for oy in 0..g.oh {
-                    let iy = (oy * sh) as isize + dy;
-                    let src = (iy >= 0 && (iy as usize) < g.h && lo < hi)
-                        .then(|| c * g.h * g.w + iy as usize * g.w);
-                    f(row, oy, src, lo, hi, start.max(0) as usize);
+    let src: &[T] = if g.params.padding == [0, 0] {
+        x
+    } else {
+        for (c, plane) in s.pad.chunks_exact_mut(hp * wp).enumerate() {
+            for (y, row) in plane.chunks_exact_mut(wp).enumerate() {
+                if y < ph || y >= ph + g.h {
+                    fill_row(row, T::ZERO);
+                } else {
+                    let from = (c * g.h + y - ph) * g.w;
+                    fill_row(&mut row[..pw], T::ZERO);
+                    copy_row(&mut row[pw..pw + g.w], &x[from..from + g.w]);
+                    fill_row(&mut row[pw + g.w..], T::ZERO);
                 }
+            }
+        }
+        &s.pad
+    };
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let (ow, p) = (g.ow, g.p());
+    let col = &mut s.col;
+    dispatch(
+        #[inline(always)]
+        || {
+            for c in 0..g.cg() {
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        let base = c * hp * wp + ki * dh * wp + kj * dw;
+                        let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                        for (oy, out) in col[row..row + p].chunks_exact_mut(ow).enumerate() {
+                            let from = base + oy * sh * wp;
+                            if sw == 1 {
+                                copy_row(out, &src[from..from + ow]);
+                            } else {
+                                for (ox, o) in out.iter_mut().enumerate() {
+                                    *o = src[from + ox * sw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Adds the column matrix `s.col` `[C/g*kh*kw, oh*ow]` back onto one group's image
+/// `[C/g, H, W]` (through the zero-padded `s.pad` when the convolution pads).
+fn col2im<T: GemmScalar>(g: &ConvGeom, s: &mut Scratch<T>, x: &mut [T]) {
+    let (hp, wp) = g.padded_hw();
+    let [ph, pw] = g.params.padding;
+    let padded = g.params.padding != [0, 0];
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let (ow, p) = (g.ow, g.p());
+    let col = &s.col;
+    let dst: &mut [T] = if padded {
+        fill_row(&mut s.pad, T::ZERO);
+        &mut s.pad
+    } else {
+        x
+    };
+    dispatch(
+        #[inline(always)]
+        || {
+            for c in 0..g.cg() {
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        let base = c * hp * wp + ki * dh * wp + kj * dw;
+                        let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                        for (oy, vals) in col[row..row + p].chunks_exact(ow).enumerate() {
+                            let to = base + oy * sh * wp;
+                            if sw == 1 {
+                                for (d, &v) in dst[to..to + ow].iter_mut().zip(vals) {
+                                    *d = *d + v;
+                                }
+                            } else {
+                                for (ox, &v) in vals.iter().enumerate() {
+                                    dst[to + ox * sw] = dst[to + ox * sw] + v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    if padded {
+        for (c, plane) in x.chunks_exact_mut(g.h * g.w).enumerate() {
+            for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                let from = (c * hp + y + ph) * wp + pw;
+                copy_row(row, &s.pad[from..from + g.w]);
             }
         }
     }
 }
 
-/// Lays the windows of one group's input `[C/g, H, W]` out as `col` `[C/g*kh*kw, oh*ow]`.
-fn im2col<T: GemmScalar>(x: &[T], g: &ConvGeom, col: &mut [T]) {
-    let (ow, p, sw) = (g.ow, g.p(), g.params.stride[1]);
-    for_each_window_row(g, |row, oy, src, lo, hi, start| {
-        let out = &mut col[row * p + oy * ow..row * p + (oy + 1) * ow];
-        match src {
-            None => out.fill(T::ZERO),
-            Some(base) => {
-                out[..lo].fill(T::ZERO);
-                out[hi..].fill(T::ZERO);
-                let s = &x[base + start..];
-                if sw == 1 {
-                    out[lo..hi].copy_from_slice(&s[..hi - lo]);
-                } else {
-                    for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                        *o = s[i * sw];
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Adds the columns `col` `[C/g*kh*kw, oh*ow]` back onto one group's image `[C/g, H, W]`.
-fn col2im<T: GemmScalar>(col: &[T], g: &ConvGeom, x: &mut [T]) {
-    let (ow, p, sw) = (g.ow, g.p(), g.params.stride[1]);
-    for_each_window_row(g, |row, oy, src, lo, hi, start| {
-        if let Some(base) = src {
-            let c = &col[row * p + oy * ow + lo..row * p + oy * ow + hi];
-            let d = &mut x[base + start..];
-            if sw == 1 {
-                for (d, &v) in d.iter_mut().zip(c) {
-                    *d = *d + v;
-                }
-            } else {
-                for (i, &v) in c.iter().enumerate() {
-                    d[i * sw] = d[i * sw] + v;
-                }
-            }
-        }
-    });
-}
-
-/// Runs `f(sample, out_chunk_of_that_sample, col_buffer, threads)` for every sample, over
+/// Runs `f(sample, out_chunk_of_that_sample, scratch, threads)` for every sample, over
 /// the thread pool when the batch and the work are big enough.
 fn per_sample<T: GemmScalar>(
     g: &ConvGeom,
     out: &mut [T],
     out_per_sample: usize,
-    f: impl Fn(usize, &mut [T], &mut [T], Threads) -> Result<()> + Sync,
+    f: impl Fn(usize, &mut [T], &mut Scratch<T>, Threads) -> Result<()> + Sync,
 ) -> Result<()> {
     if out_per_sample == 0 {
         return Ok(());
@@ -281,16 +351,16 @@ fn per_sample<T: GemmScalar>(
         out.par_chunks_mut(per_task * out_per_sample)
             .enumerate()
             .try_for_each(|(t, chunk)| {
-                let mut col = vec![T::ZERO; g.col_len()];
+                let mut scratch = Scratch::new(g);
                 for (i, o) in chunk.chunks_mut(out_per_sample).enumerate() {
-                    f(t * per_task + i, o, &mut col, Threads::Single)?;
+                    f(t * per_task + i, o, &mut scratch, Threads::Single)?;
                 }
                 Ok(())
             })
     } else {
-        let mut col = vec![T::ZERO; g.col_len()];
+        let mut scratch = Scratch::new(g);
         for (s, o) in out.chunks_mut(out_per_sample).enumerate() {
-            f(s, o, &mut col, Threads::Auto)?;
+            f(s, o, &mut scratch, Threads::Auto)?;
         }
         Ok(())
     }
@@ -316,7 +386,7 @@ pub fn conv2d<T: GemmScalar>(
     }
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
     let mut out = vec![T::ZERO; g.n * g.out_sample()];
-    per_sample(g, &mut out, g.out_sample(), |s, out_n, col, threads| {
+    per_sample(g, &mut out, g.out_sample(), |s, out_n, scratch, threads| {
         let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
         if let Some(b) = bias {
             for (row, &v) in out_n.chunks_mut(p).zip(b) {
@@ -328,8 +398,8 @@ pub fn conv2d<T: GemmScalar>(
             let rhs = if g.pointwise() {
                 MatRef::row_major(x_g, kg, p)?
             } else {
-                im2col(x_g, g, col);
-                MatRef::row_major(col, kg, p)?
+                im2col(x_g, g, scratch);
+                MatRef::row_major(&scratch.col, kg, p)?
             };
             let dst = MatMut::new(out_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
             gemm(
@@ -356,7 +426,7 @@ pub fn conv2d_input_grad<T: GemmScalar>(
     g.check_len("weight", weight.len(), g.o * g.kg())?;
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
     let mut dx = vec![T::ZERO; g.n * g.in_sample()];
-    per_sample(g, &mut dx, g.in_sample(), |s, dx_n, col, threads| {
+    per_sample(g, &mut dx, g.in_sample(), |s, dx_n, scratch, threads| {
         let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
         for grp in 0..g.groups() {
             let lhs = weight_of_group(weight, g, grp)?.t();
@@ -365,8 +435,14 @@ pub fn conv2d_input_grad<T: GemmScalar>(
             if g.pointwise() {
                 gemm(MatMut::row_major(dx_g, kg, p)?, lhs, rhs, false, threads)?;
             } else {
-                gemm(MatMut::row_major(col, kg, p)?, lhs, rhs, false, threads)?;
-                col2im(col, g, dx_g);
+                gemm(
+                    MatMut::row_major(&mut scratch.col, kg, p)?,
+                    lhs,
+                    rhs,
+                    false,
+                    threads,
+                )?;
+                col2im(g, scratch, dx_g);
             }
         }
         Ok(())
@@ -379,12 +455,14 @@ pub fn conv2d_input_grad<T: GemmScalar>(
 pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     g.check_len("input", x.len(), g.n * g.in_sample())?;
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
-    let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
-    let w_len = g.o * kg;
-    // Samples `range` accumulated into `dw` (zeroed by the caller).
+    let (p, kg, cg_len, o) = (g.p(), g.kg(), g.cg() * g.h * g.w, g.o);
+    let w_len = o * kg;
+    // Samples `range` accumulated into `dw_t`, the gradient stored transposed as
+    // `[C/g*kh*kw, O]`: `gemm` runs this product about twice as fast into a column-major
+    // destination as into a row-major one. Zeroed by the caller.
     let accumulate =
-        |range: std::ops::Range<usize>, dw: &mut [T], threads: Threads| -> Result<()> {
-            let mut col = vec![T::ZERO; g.col_len()];
+        |range: std::ops::Range<usize>, dw_t: &mut [T], threads: Threads| -> Result<()> {
+            let mut scratch = Scratch::new(g);
             for s in range {
                 let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
                 let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
@@ -393,55 +471,55 @@ pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) 
                     let cols = if g.pointwise() {
                         MatRef::row_major(x_g, kg, p)?
                     } else {
-                        im2col(x_g, g, &mut col);
-                        MatRef::row_major(&col, kg, p)?
+                        im2col(x_g, g, &mut scratch);
+                        MatRef::row_major(&scratch.col, kg, p)?
                     };
                     let lhs = MatRef::new(go_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
-                    let dst = MatMut::new(dw, grp * g.og() * kg, [g.og(), kg], [kg, 1])?;
+                    let dst = MatMut::new(dw_t, grp * g.og(), [g.og(), kg], [1, o])?;
                     gemm(dst, lhs, cols.t(), true, threads)?;
                 }
             }
             Ok(())
         };
     let threads = rayon::current_num_threads();
-    if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 && w_len > 0 {
-        let tasks = g.n.min(threads);
+    let tasks = if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
+        g.n.min(threads)
+    } else {
+        1
+    };
+    let mut partials = vec![T::ZERO; tasks * w_len];
+    if w_len == 0 {
+        return Ok(partials);
+    }
+    if tasks > 1 {
         let per_task = g.n.div_ceil(tasks);
-        let mut partials = vec![T::ZERO; tasks * w_len];
         partials
             .par_chunks_mut(w_len)
             .enumerate()
-            .try_for_each(|(t, dw)| {
+            .try_for_each(|(t, dw_t)| {
                 let range = (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n);
-                accumulate(range, dw, Threads::Single)
+                accumulate(range, dw_t, Threads::Single)
             })?;
-        let (first, rest) = partials.split_at_mut(w_len);
-        for part in rest.chunks(w_len) {
-            for (a, &b) in first.iter_mut().zip(part) {
-                *a = *a + b;
-            }
-        }
-        partials.truncate(w_len);
-        Ok(partials)
     } else {
-        let mut dw = vec![T::ZERO; w_len];
-        accumulate(0..g.n, &mut dw, Threads::Auto)?;
-        Ok(dw)
+        accumulate(0..g.n, &mut partials, Threads::Auto)?;
     }
+    // Sum the partial gradients and transpose `[kg, O]` back to `[O, kg]`.
+    let mut dw = vec![T::ZERO; w_len];
+    for (oc, row) in dw.chunks_exact_mut(kg).enumerate() {
+        for (k, d) in row.iter_mut().enumerate() {
+            let mut acc = T::ZERO;
+            for part in partials.chunks_exact(w_len) {
+                acc = acc + part[k * o + oc];
+            }
+            *d = acc;
+        }
+    }
+    Ok(dw)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn valid_column_ranges() {
-        // stride 1, pad 2 on width 5 with 5 outputs: delta -2 reads columns 2..5 of the output.
-        assert_eq!(valid_cols(-2, 1, 5, 5), (2, 5));
-        assert_eq!(valid_cols(2, 1, 5, 5), (0, 3));
-        assert_eq!(valid_cols(-3, 2, 7, 4), (2, 4));
-        assert_eq!(valid_cols(9, 1, 5, 5), (0, 0));
-    }
 
     #[test]
     fn geometry_errors() {

@@ -169,21 +169,46 @@ fn planes<A: Sync, B: Send>(
     }
 }
 
-/// The window maximum and its plane index: PyTorch's rule (a larger value or a NaN replaces
-/// the current one, so ties keep the first maximum in row-major order). A window whose taps
-/// all fall in the padding (possible with dilation) gives -inf and no index.
+/// The clipped taps `(first, count)` of every output row and column, computed once per call.
+struct Taps {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+}
+
+impl Taps {
+    fn new(g: &PoolGeom) -> Taps {
+        Taps {
+            rows: (0..g.oh).map(|o| g.taps(0, o)).collect(),
+            cols: (0..g.ow).map(|o| g.taps(1, o)).collect(),
+        }
+    }
+}
+
+/// PyTorch's max-pooling rule: a larger value or a NaN replaces the current maximum, so ties
+/// keep the first maximum in row-major order and NaN propagates.
 #[inline(always)]
-fn window_max<T: Float>(x: &[T], g: &PoolGeom, oy: usize, ox: usize) -> (T, Option<usize>) {
-    let (ys, yn) = g.taps(0, oy);
-    let (xs, xn) = g.taps(1, ox);
+fn replaces<T: Float>(best: T, v: T) -> bool {
+    #[allow(clippy::eq_op)]
+    let nan = v != v;
+    v > best || nan
+}
+
+/// The window maximum and its plane index. A window whose taps all fall in the padding
+/// (possible with dilation) gives -inf and no index.
+#[inline(always)]
+fn window_max<T: Float>(
+    x: &[T],
+    g: &PoolGeom,
+    (ys, yn): (usize, usize),
+    (xs, xn): (usize, usize),
+) -> (T, Option<usize>) {
     let [dh, dw] = g.params.dilation;
     let mut best = T::NEG_INFINITY;
     let mut at = (yn > 0 && xn > 0).then_some(ys * g.w + xs);
     for iy in (ys..).step_by(dh).take(yn) {
         for ix in (xs..).step_by(dw).take(xn) {
             let v = x[iy * g.w + ix];
-            #[allow(clippy::eq_op)]
-            if v > best || v != v {
+            if replaces(best, v) {
                 best = v;
                 at = Some(iy * g.w + ix);
             }
@@ -194,8 +219,7 @@ fn window_max<T: Float>(x: &[T], g: &PoolGeom, oy: usize, ox: usize) -> (T, Opti
 
 #[inline(always)]
 fn pick<T: Float>(best: T, v: T) -> T {
-    #[allow(clippy::eq_op)]
-    if v > best || v != v {
+    if replaces(best, v) {
         v
     } else {
         best
@@ -207,28 +231,32 @@ pub fn max_pool2d<T: Float>(x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
     g.check("max_pool2d", "input", x.len(), g.in_plane())?;
     let mut out = vec![T::ZERO; g.planes * g.out_plane()];
     let fast = g.is_2x2();
+    let taps = Taps::new(g);
     planes(x, g.in_plane(), &mut out, g.out_plane(), |x, out| {
-        dispatch(|| {
-            if fast {
-                for (oy, row) in out.chunks_exact_mut(g.ow).enumerate() {
-                    let r0 = &x[2 * oy * g.w..][..2 * g.ow];
-                    let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
-                    for ((o, a), b) in row
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *o = pick(pick(pick(a[0], a[1]), b[0]), b[1]);
+        dispatch(
+            #[inline(always)]
+            || {
+                if fast {
+                    for (oy, row) in out.chunks_exact_mut(g.ow).enumerate() {
+                        let r0 = &x[2 * oy * g.w..][..2 * g.ow];
+                        let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
+                        for ((o, a), b) in row
+                            .iter_mut()
+                            .zip(r0.chunks_exact(2))
+                            .zip(r1.chunks_exact(2))
+                        {
+                            *o = pick(pick(pick(a[0], a[1]), b[0]), b[1]);
+                        }
+                    }
+                    return;
+                }
+                for (row, &ty) in out.chunks_exact_mut(g.ow).zip(&taps.rows) {
+                    for (o, &tx) in row.iter_mut().zip(&taps.cols) {
+                        *o = window_max(x, g, ty, tx).0;
                     }
                 }
-            } else {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        out[oy * g.ow + ox] = window_max(x, g, oy, ox).0;
-                    }
-                }
-            }
-        })
+            },
+        )
     });
     Ok(out)
 }
@@ -236,36 +264,54 @@ pub fn max_pool2d<T: Float>(x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
 /// Gradient of [`max_pool2d`]: each output gradient goes to its window's maximum
 /// (recomputed from `x`), summed where windows overlap.
 pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
-    g.check("max_pool2d_backward", "input", x.len(), g.in_plane())?;
-    g.check(
-        "max_pool2d_backward",
-        "grad_out",
-        grad_out.len(),
-        g.out_plane(),
-    )?;
+    let op = "max_pool2d_backward";
+    g.check(op, "input", x.len(), g.in_plane())?;
+    g.check(op, "grad_out", grad_out.len(), g.out_plane())?;
     let mut dx = vec![T::ZERO; x.len()];
-    if g.out_plane() == 0 || g.in_plane() == 0 {
+    let (ip, opl) = (g.in_plane(), g.out_plane());
+    if opl == 0 || ip == 0 {
         return Ok(dx);
     }
+    let fast = g.is_2x2();
+    let taps = Taps::new(g);
+    let w = g.w;
     let work = |((dx, x), go): ((&mut [T], &[T]), &[T])| {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                if let (_, Some(at)) = window_max(x, g, oy, ox) {
-                    dx[at] += go[oy * g.ow + ox];
+        if fast {
+            // Disjoint 2x2 windows: the gradient is written, not accumulated.
+            for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
+                let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+                for (ox, &gv) in grow.iter().enumerate() {
+                    let c = 2 * ox;
+                    let mut at = r0 + c;
+                    let mut best = x[at];
+                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                        if replaces(best, x[i]) {
+                            best = x[i];
+                            at = i;
+                        }
+                    }
+                    dx[at] = gv;
+                }
+            }
+            return;
+        }
+        for (grow, &ty) in go.chunks_exact(g.ow).zip(&taps.rows) {
+            for (&gv, &tx) in grow.iter().zip(&taps.cols) {
+                if let (_, Some(at)) = window_max(x, g, ty, tx) {
+                    dx[at] += gv;
                 }
             }
         }
     };
-    let (ip, op) = (g.in_plane(), g.out_plane());
     if x.len() >= PARALLEL_THRESHOLD {
         dx.par_chunks_mut(ip)
             .zip(x.par_chunks(ip))
-            .zip(grad_out.par_chunks(op))
+            .zip(grad_out.par_chunks(opl))
             .for_each(work);
     } else {
         dx.chunks_mut(ip)
             .zip(x.chunks(ip))
-            .zip(grad_out.chunks(op))
+            .zip(grad_out.chunks(opl))
             .for_each(work);
     }
     Ok(dx)
@@ -279,35 +325,38 @@ pub fn avg_pool2d<T: Float>(x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
     let fast = g.is_2x2();
     let quarter = T::from_f32(0.25);
     planes(x, g.in_plane(), &mut out, g.out_plane(), |x, out| {
-        dispatch(|| {
-            if fast {
-                for (oy, row) in out.chunks_exact_mut(g.ow).enumerate() {
-                    let r0 = &x[2 * oy * g.w..][..2 * g.ow];
-                    let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
-                    for ((o, a), b) in row
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *o = (a[0] + a[1] + b[0] + b[1]) * quarter;
-                    }
-                }
-                return;
-            }
-            for oy in 0..g.oh {
-                let (ys, ye, ylen) = g.avg_span(0, oy);
-                for ox in 0..g.ow {
-                    let (xs, xe, xlen) = g.avg_span(1, ox);
-                    let mut sum = T::ZERO;
-                    for iy in ys..ye {
-                        for &v in &x[iy * g.w + xs..iy * g.w + xe] {
-                            sum += v;
+        dispatch(
+            #[inline(always)]
+            || {
+                if fast {
+                    for (oy, row) in out.chunks_exact_mut(g.ow).enumerate() {
+                        let r0 = &x[2 * oy * g.w..][..2 * g.ow];
+                        let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
+                        for ((o, a), b) in row
+                            .iter_mut()
+                            .zip(r0.chunks_exact(2))
+                            .zip(r1.chunks_exact(2))
+                        {
+                            *o = (a[0] + a[1] + b[0] + b[1]) * quarter;
                         }
                     }
-                    out[oy * g.ow + ox] = sum / avg_divisor(g, ye - ys, xe - xs, ylen, xlen);
+                    return;
                 }
-            }
-        })
+                for oy in 0..g.oh {
+                    let (ys, ye, ylen) = g.avg_span(0, oy);
+                    for ox in 0..g.ow {
+                        let (xs, xe, xlen) = g.avg_span(1, ox);
+                        let mut sum = T::ZERO;
+                        for iy in ys..ye {
+                            for &v in &x[iy * g.w + xs..iy * g.w + xe] {
+                                sum += v;
+                            }
+                        }
+                        out[oy * g.ow + ox] = sum / avg_divisor(g, ye - ys, xe - xs, ylen, xlen);
+                    }
+                }
+            },
+        )
     });
     Ok(out)
 }
