@@ -1,1 +1,541 @@
-//! CPU kernels: conv.
+//! CPU kernels: 2-D convolution and the two convolutions of its gradient, by im2col + gemm.
+//!
+//! For one sample and one group, im2col lays the input windows out as a `[C/g * kh * kw, oh * ow]`
+//! matrix, so the convolution is `weight_g [O/g, C/g*kh*kw] @ col`, written straight into the
+//! `[O/g, oh*ow]` rows of the NCHW output. The input gradient is `weight_g^T @ grad_out_g`
+//! followed by col2im (a scatter-add of the columns back onto the image), the weight gradient
+//! `sum over samples of grad_out_g @ col^T`. A 1x1 convolution with stride 1 and no padding
+//! skips im2col: the input plane already is the column matrix.
+//!
+//! Work is spread over the samples of the batch (one column buffer per task, single-threaded
+//! `gemm` inside); a batch of one runs `gemm` with its own threads instead.
+
+use super::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
+use super::simd::dispatch;
+use crate::{Conv2dParams, Error, Result};
+use rayon::prelude::*;
+
+/// The checked geometry of a convolution: NCHW input, `[O, C/groups, kh, kw]` weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Stride, padding, dilation and groups.
+    pub params: Conv2dParams,
+}
+
+impl ConvGeom {
+    /// Checks an input shape `[N, C, H, W]` and weight shape `[O, C/groups, kh, kw]` against
+    /// the parameters, naming `op` and both shapes in any error.
+    pub fn new(
+        op: &'static str,
+        input: &[usize],
+        weight: &[usize],
+        p: &Conv2dParams,
+    ) -> Result<ConvGeom> {
+        let mismatch = |hint: String| Error::ShapeMismatch {
+            op,
+            lhs: input.to_vec(),
+            rhs: weight.to_vec(),
+            hint,
+        };
+        let &[n, c, h, w] = input else {
+            return Err(Error::BadShape {
+                op,
+                shape: input.to_vec(),
+                msg: "the input must be NCHW (rank 4)".into(),
+            });
+        };
+        let &[o, cg, kh, kw] = weight else {
+            return Err(Error::BadShape {
+                op,
+                shape: weight.to_vec(),
+                msg: "the weight must be [out_channels, in_channels/groups, kh, kw] (rank 4)"
+                    .into(),
+            });
+        };
+        if p.groups == 0 || p.stride.contains(&0) || p.dilation.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "groups ({}), stride {:?} and dilation {:?} must be positive",
+                    p.groups, p.stride, p.dilation
+                ),
+            ));
+        }
+        if kh == 0 || kw == 0 {
+            return Err(Error::BadShape {
+                op,
+                shape: weight.to_vec(),
+                msg: "the kernel must be at least 1x1".into(),
+            });
+        }
+        if o % p.groups != 0 || cg * p.groups != c {
+            return Err(mismatch(format!(
+                "with groups={} the weight takes {} input channels ({cg} per group) and needs out channels ({o}) divisible by groups; the input has {c} channels",
+                p.groups,
+                cg * p.groups
+            )));
+        }
+        let [oh, ow] = p.out_size([h, w], [kh, kw]).ok_or_else(|| {
+            mismatch(format!(
+                "the padded input {}x{} is smaller than the dilated kernel {}x{}",
+                h + 2 * p.padding[0],
+                w + 2 * p.padding[1],
+                p.dilation[0] * (kh - 1) + 1,
+                p.dilation[1] * (kw - 1) + 1
+            ))
+        })?;
+        Ok(ConvGeom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            oh,
+            ow,
+            params: *p,
+        })
+    }
+
+    /// `[N, O, oh, ow]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.oh, self.ow]
+    }
+
+    fn groups(&self) -> usize {
+        self.params.groups
+    }
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.c / self.groups()
+    }
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.o / self.groups()
+    }
+    /// Rows of the column matrix (the contracted dimension).
+    fn kg(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    /// Output positions per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn in_sample(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn out_sample(&self) -> usize {
+        self.o * self.p()
+    }
+    /// True when im2col would copy the input unchanged.
+    fn pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.params.stride == [1, 1]
+            && self.params.padding == [0, 0]
+    }
+    fn col_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.kg() * self.p()
+        }
+    }
+    /// Height and width of the zero-padded input.
+    fn padded_hw(&self) -> (usize, usize) {
+        let [ph, pw] = self.params.padding;
+        (self.h + 2 * ph, self.w + 2 * pw)
+    }
+    /// Multiply-adds of the whole convolution.
+    fn work(&self) -> usize {
+        self.n * self.out_sample() * self.kg()
+    }
+
+    fn check_len(&self, what: &'static str, len: usize, want: usize) -> Result<()> {
+        if len == want {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "conv2d",
+                format!("{what} buffer has {len} elements, the geometry {self:?} needs {want}"),
+            ))
+        }
+    }
+}
+
+/// Copies `src` into `dst` (equal lengths). Rows of small images are a few elements long,
+/// where a `memcpy` call costs more than the copy itself, so short rows are copied inline.
+#[inline(always)]
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+    if dst.len() >= 64 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        if let (Ok(a), Ok(b)) = (<&mut [T; 8]>::try_from(a), <&[T; 8]>::try_from(b)) {
+            *a = *b;
+        }
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// Fills a short row inline (see [`copy_row`]).
+#[inline(always)]
+fn fill_row<T: Copy>(dst: &mut [T], v: T) {
+    if dst.len() >= 64 {
+        dst.fill(v);
+    } else {
+        for d in dst {
+            *d = v;
+        }
+    }
+}
+
+/// Per-task buffers: the column matrix and a zero-padded copy of one group's image.
+struct Scratch<T> {
+    col: Vec<T>,
+    pad: Vec<T>,
+}
+
+impl<T: GemmScalar> Scratch<T> {
+    fn new(g: &ConvGeom) -> Self {
+        let padded = g.params.padding != [0, 0];
+        let (hp, wp) = g.padded_hw();
+        Scratch {
+            col: vec![T::ZERO; g.col_len()],
+            pad: vec![T::ZERO; if padded { g.cg() * hp * wp } else { 0 }],
+        }
+    }
+}
+
+/// Lays the windows of one group's image `[C/g, H, W]` out as the column matrix
+/// `[C/g*kh*kw, oh*ow]` in `s.col`. A padded convolution first copies the image into the
+/// zero-padded `s.pad`, so that every window row is a plain (strided) run of the image.
+fn im2col<T: GemmScalar>(x: &[T], g: &ConvGeom, s: &mut Scratch<T>) {
+    let (hp, wp) = g.padded_hw();
+    let [ph, pw] = g.params.padding;
+    let src: &[T] = if g.params.padding == [0, 0] {
+        x
+    } else {
+        for (c, plane) in s.pad.chunks_exact_mut(hp * wp).enumerate() {
+            for (y, row) in plane.chunks_exact_mut(wp).enumerate() {
+                if y < ph || y >= ph + g.h {
+                    fill_row(row, T::ZERO);
+                } else {
+                    let from = (c * g.h + y - ph) * g.w;
+                    fill_row(&mut row[..pw], T::ZERO);
+                    copy_row(&mut row[pw..pw + g.w], &x[from..from + g.w]);
+                    fill_row(&mut row[pw + g.w..], T::ZERO);
+                }
+            }
+        }
+        &s.pad
+    };
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let (ow, p) = (g.ow, g.p());
+    let col = &mut s.col;
+    dispatch(
+        #[inline(always)]
+        || {
+            for c in 0..g.cg() {
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        let base = c * hp * wp + ki * dh * wp + kj * dw;
+                        let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                        for (oy, out) in col[row..row + p].chunks_exact_mut(ow).enumerate() {
+                            let from = base + oy * sh * wp;
+                            if sw == 1 {
+                                copy_row(out, &src[from..from + ow]);
+                            } else {
+                                for (ox, o) in out.iter_mut().enumerate() {
+                                    *o = src[from + ox * sw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Adds the column matrix `s.col` `[C/g*kh*kw, oh*ow]` back onto one group's image
+/// `[C/g, H, W]` (through the zero-padded `s.pad` when the convolution pads).
+fn col2im<T: GemmScalar>(g: &ConvGeom, s: &mut Scratch<T>, x: &mut [T]) {
+    let (hp, wp) = g.padded_hw();
+    let [ph, pw] = g.params.padding;
+    let padded = g.params.padding != [0, 0];
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let (ow, p) = (g.ow, g.p());
+    let col = &s.col;
+    let dst: &mut [T] = if padded {
+        fill_row(&mut s.pad, T::ZERO);
+        &mut s.pad
+    } else {
+        x
+    };
+    dispatch(
+        #[inline(always)]
+        || {
+            for c in 0..g.cg() {
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        let base = c * hp * wp + ki * dh * wp + kj * dw;
+                        let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                        for (oy, vals) in col[row..row + p].chunks_exact(ow).enumerate() {
+                            let to = base + oy * sh * wp;
+                            if sw == 1 {
+                                for (d, &v) in dst[to..to + ow].iter_mut().zip(vals) {
+                                    *d = *d + v;
+                                }
+                            } else {
+                                for (ox, &v) in vals.iter().enumerate() {
+                                    dst[to + ox * sw] = dst[to + ox * sw] + v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    if padded {
+        for (c, plane) in x.chunks_exact_mut(g.h * g.w).enumerate() {
+            for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                let from = (c * hp + y + ph) * wp + pw;
+                copy_row(row, &s.pad[from..from + g.w]);
+            }
+        }
+    }
+}
+
+/// Runs `f(sample, out_chunk_of_that_sample, scratch, threads)` for every sample, over
+/// the thread pool when the batch and the work are big enough.
+fn per_sample<T: GemmScalar>(
+    g: &ConvGeom,
+    out: &mut [T],
+    out_per_sample: usize,
+    f: impl Fn(usize, &mut [T], &mut Scratch<T>, Threads) -> Result<()> + Sync,
+) -> Result<()> {
+    if out_per_sample == 0 {
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads();
+    if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
+        let per_task = g.n.div_ceil(threads * 4).max(1);
+        out.par_chunks_mut(per_task * out_per_sample)
+            .enumerate()
+            .try_for_each(|(t, chunk)| {
+                let mut scratch = Scratch::new(g);
+                for (i, o) in chunk.chunks_mut(out_per_sample).enumerate() {
+                    f(t * per_task + i, o, &mut scratch, Threads::Single)?;
+                }
+                Ok(())
+            })
+    } else {
+        let mut scratch = Scratch::new(g);
+        for (s, o) in out.chunks_mut(out_per_sample).enumerate() {
+            f(s, o, &mut scratch, Threads::Auto)?;
+        }
+        Ok(())
+    }
+}
+
+/// The weight rows of one group as a `[O/g, C/g*kh*kw]` matrix.
+fn weight_of_group<'a, T>(weight: &'a [T], g: &ConvGeom, grp: usize) -> Result<MatRef<'a, T>> {
+    MatRef::new(weight, grp * g.og() * g.kg(), [g.og(), g.kg()], [g.kg(), 1])
+}
+
+/// Forward convolution of contiguous NCHW `x` with contiguous `weight`, plus `bias` `[O]`:
+/// returns the contiguous `[N, O, oh, ow]` output.
+pub fn conv2d<T: GemmScalar>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    g.check_len("input", x.len(), g.n * g.in_sample())?;
+    g.check_len("weight", weight.len(), g.o * g.kg())?;
+    if let Some(b) = bias {
+        g.check_len("bias", b.len(), g.o)?;
+    }
+    let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
+    let mut out = vec![T::ZERO; g.n * g.out_sample()];
+    per_sample(g, &mut out, g.out_sample(), |s, out_n, scratch, threads| {
+        let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
+        if let Some(b) = bias {
+            for (row, &v) in out_n.chunks_mut(p).zip(b) {
+                row.fill(v);
+            }
+        }
+        for grp in 0..g.groups() {
+            let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
+            let rhs = if g.pointwise() {
+                MatRef::row_major(x_g, kg, p)?
+            } else {
+                im2col(x_g, g, scratch);
+                MatRef::row_major(&scratch.col, kg, p)?
+            };
+            let dst = MatMut::new(out_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
+            gemm(
+                dst,
+                weight_of_group(weight, g, grp)?,
+                rhs,
+                bias.is_some(),
+                threads,
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Gradient of [`conv2d`] with respect to its input: `grad_out` `[N, O, oh, ow]` and the
+/// weight give the contiguous `[N, C, H, W]` input gradient (a transposed convolution).
+pub fn conv2d_input_grad<T: GemmScalar>(
+    grad_out: &[T],
+    weight: &[T],
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
+    g.check_len("weight", weight.len(), g.o * g.kg())?;
+    let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
+    let mut dx = vec![T::ZERO; g.n * g.in_sample()];
+    per_sample(g, &mut dx, g.in_sample(), |s, dx_n, scratch, threads| {
+        let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
+        for grp in 0..g.groups() {
+            let lhs = weight_of_group(weight, g, grp)?.t();
+            let rhs = MatRef::new(go_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
+            let dx_g = &mut dx_n[grp * cg_len..(grp + 1) * cg_len];
+            if g.pointwise() {
+                gemm(MatMut::row_major(dx_g, kg, p)?, lhs, rhs, false, threads)?;
+            } else {
+                gemm(
+                    MatMut::row_major(&mut scratch.col, kg, p)?,
+                    lhs,
+                    rhs,
+                    false,
+                    threads,
+                )?;
+                col2im(g, scratch, dx_g);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(dx)
+}
+
+/// Gradient of [`conv2d`] with respect to its weight: the contiguous
+/// `[O, C/groups, kh, kw]` sum over the batch of `grad_out_g @ col^T`.
+pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) -> Result<Vec<T>> {
+    g.check_len("input", x.len(), g.n * g.in_sample())?;
+    g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
+    let (p, kg, cg_len, o) = (g.p(), g.kg(), g.cg() * g.h * g.w, g.o);
+    let w_len = o * kg;
+    // Samples `range` accumulated into `dw_t`, the gradient stored transposed as
+    // `[C/g*kh*kw, O]`: `gemm` runs this product about twice as fast into a column-major
+    // destination as into a row-major one. Zeroed by the caller.
+    let accumulate =
+        |range: std::ops::Range<usize>, dw_t: &mut [T], threads: Threads| -> Result<()> {
+            let mut scratch = Scratch::new(g);
+            for s in range {
+                let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
+                let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
+                for grp in 0..g.groups() {
+                    let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
+                    let cols = if g.pointwise() {
+                        MatRef::row_major(x_g, kg, p)?
+                    } else {
+                        im2col(x_g, g, &mut scratch);
+                        MatRef::row_major(&scratch.col, kg, p)?
+                    };
+                    let lhs = MatRef::new(go_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
+                    let dst = MatMut::new(dw_t, grp * g.og(), [g.og(), kg], [1, o])?;
+                    gemm(dst, lhs, cols.t(), true, threads)?;
+                }
+            }
+            Ok(())
+        };
+    let threads = rayon::current_num_threads();
+    let tasks = if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
+        g.n.min(threads)
+    } else {
+        1
+    };
+    let mut partials = vec![T::ZERO; tasks * w_len];
+    if w_len == 0 {
+        return Ok(partials);
+    }
+    if tasks > 1 {
+        let per_task = g.n.div_ceil(tasks);
+        partials
+            .par_chunks_mut(w_len)
+            .enumerate()
+            .try_for_each(|(t, dw_t)| {
+                let range = (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n);
+                accumulate(range, dw_t, Threads::Single)
+            })?;
+    } else {
+        accumulate(0..g.n, &mut partials, Threads::Auto)?;
+    }
+    // Sum the partial gradients and transpose `[kg, O]` back to `[O, kg]`.
+    let mut dw = vec![T::ZERO; w_len];
+    for (oc, row) in dw.chunks_exact_mut(kg).enumerate() {
+        for (k, d) in row.iter_mut().enumerate() {
+            let mut acc = T::ZERO;
+            for part in partials.chunks_exact(w_len) {
+                acc = acc + part[k * o + oc];
+            }
+            *d = acc;
+        }
+    }
+    Ok(dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_errors() {
+        let p = Conv2dParams::default();
+        assert!(ConvGeom::new("conv2d", &[1, 3, 8], &[4, 3, 3, 3], &p).is_err());
+        let e = ConvGeom::new("conv2d", &[1, 3, 8, 8], &[4, 2, 3, 3], &p).unwrap_err();
+        assert!(e.to_string().contains("[1, 3, 8, 8]") && e.to_string().contains("[4, 2, 3, 3]"));
+        let e = ConvGeom::new("conv2d", &[1, 3, 2, 8], &[4, 3, 3, 3], &p).unwrap_err();
+        assert!(
+            e.to_string().contains("smaller than the dilated kernel"),
+            "{e}"
+        );
+        let q = Conv2dParams {
+            stride: [0, 1],
+            ..p
+        };
+        assert!(ConvGeom::new("conv2d", &[1, 3, 8, 8], &[4, 3, 3, 3], &q).is_err());
+    }
+}
