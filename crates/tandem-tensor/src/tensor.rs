@@ -118,7 +118,7 @@ impl Tensor {
             ));
         }
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Tensor::from_vec(values, &[n])?.cast(dtype)?)
+        Tensor::from_vec(values, &[n])?.cast(dtype)
     }
 
     /// Dimension sizes.
