@@ -145,7 +145,14 @@ macro_rules! for_float {
 }
 
 /// One Adam/AdamW step at (1-based) step `t`: updates `param`, `m` and `v` in place.
-pub fn adam_step(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, t: u64, c: &AdamConfig) -> Result<()> {
+pub fn adam_step(
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    t: u64,
+    c: &AdamConfig,
+) -> Result<()> {
     const OP: &str = "adam_step";
     float_param(OP, param)?;
     check(OP, param, grad, "gradient")?;
@@ -158,7 +165,9 @@ pub fn adam_step(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tens
     let bc1 = 1.0 - c.beta1.powi(t as i32);
     let bc2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
     for_float!(param, |T| {
-        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let gs = g
+            .as_slice::<T>()
+            .ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
         let ps = param.make_mut::<T>()?;
         let ms = m.make_mut::<T>()?;
         let vs = v.make_mut::<T>()?;
@@ -168,7 +177,10 @@ pub fn adam_step(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tens
         let eps = c.eps as T;
         let wd = c.weight_decay as T;
         let decay = (1.0 - c.lr * c.weight_decay) as T;
-        let (decoupled, l2) = (c.decoupled && c.weight_decay != 0.0, !c.decoupled && c.weight_decay != 0.0);
+        let (decoupled, l2) = (
+            c.decoupled && c.weight_decay != 0.0,
+            !c.decoupled && c.weight_decay != 0.0,
+        );
         let kernel = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
             dispatch(
                 #[inline(always)]
@@ -224,9 +236,16 @@ pub fn sgd_step(
     }
     let g = grad.contiguous()?;
     for_float!(param, |T| {
-        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let gs = g
+            .as_slice::<T>()
+            .ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
         let ps = param.make_mut::<T>()?;
-        let (lr, mom, damp, wd) = (c.lr as T, c.momentum as T, c.dampening as T, c.weight_decay as T);
+        let (lr, mom, damp, wd) = (
+            c.lr as T,
+            c.momentum as T,
+            c.dampening as T,
+            c.weight_decay as T,
+        );
         let nesterov = c.nesterov;
         match momentum_buffer {
             Some(buf) if c.momentum != 0.0 => {
@@ -236,7 +255,11 @@ pub fn sgd_step(
                     || {
                         for i in 0..ps.len() {
                             let d = gs[i] + wd * ps[i];
-                            let b = if first_step { d } else { mom * bs[i] + (1.0 - damp) * d };
+                            let b = if first_step {
+                                d
+                            } else {
+                                mom * bs[i] + (1.0 - damp) * d
+                            };
                             bs[i] = b;
                             let step = if nesterov { d + mom * b } else { b };
                             ps[i] -= lr * step;
@@ -275,7 +298,10 @@ pub fn rmsprop_step(
         return Err(Error::invalid(OP, "momentum needs a momentum buffer"));
     }
     if c.centered && grad_avg.is_none() {
-        return Err(Error::invalid(OP, "centered RMSprop needs a gradient average"));
+        return Err(Error::invalid(
+            OP,
+            "centered RMSprop needs a gradient average",
+        ));
     }
     if let Some(b) = &momentum_buffer {
         check(OP, param, b, "momentum buffer")?;
@@ -285,7 +311,9 @@ pub fn rmsprop_step(
     }
     let g = grad.contiguous()?;
     for_float!(param, |T| {
-        let gs = g.as_slice::<T>().ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
+        let gs = g
+            .as_slice::<T>()
+            .ok_or_else(|| Error::invalid(OP, "gradient is not on the CPU"))?;
         let ps = param.make_mut::<T>()?;
         let sq = square_avg.make_mut::<T>()?;
         let mut mb = match momentum_buffer {
@@ -296,7 +324,13 @@ pub fn rmsprop_step(
             Some(b) if c.centered => Some(b.make_mut::<T>()?),
             _ => None,
         };
-        let (lr, alpha, eps, wd, mom) = (c.lr as T, c.alpha as T, c.eps as T, c.weight_decay as T, c.momentum as T);
+        let (lr, alpha, eps, wd, mom) = (
+            c.lr as T,
+            c.alpha as T,
+            c.eps as T,
+            c.weight_decay as T,
+            c.momentum as T,
+        );
         for i in 0..ps.len() {
             let gi = gs[i] + wd * ps[i];
             let s = alpha * sq[i] + (1.0 - alpha) * gi * gi;
@@ -367,7 +401,15 @@ mod tests {
         let before = p.clone();
         let mut m = t(&[0.0, 0.0]);
         let mut v = t(&[0.0]);
-        assert!(adam_step(&mut p, &t(&[1.0, 1.0]), &mut m, &mut v, 1, &AdamConfig::default()).is_err());
+        assert!(adam_step(
+            &mut p,
+            &t(&[1.0, 1.0]),
+            &mut m,
+            &mut v,
+            1,
+            &AdamConfig::default()
+        )
+        .is_err());
         assert_eq!(p.to_vec::<f64>().unwrap(), before.to_vec::<f64>().unwrap());
     }
 
@@ -375,7 +417,17 @@ mod tests {
     fn shared_parameter_is_copied_not_mutated() {
         let mut p = t(&[1.0]);
         let alias = p.clone();
-        sgd_step(&mut p, &t(&[1.0]), None, true, &SgdConfig { lr: 0.5, ..Default::default() }).unwrap();
+        sgd_step(
+            &mut p,
+            &t(&[1.0]),
+            None,
+            true,
+            &SgdConfig {
+                lr: 0.5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(alias.to_vec::<f64>().unwrap(), vec![1.0]);
         assert_eq!(p.to_vec::<f64>().unwrap(), vec![0.5]);
     }
@@ -392,7 +444,15 @@ mod tests {
         let mut sq = t(&[0.0]);
         let mut mb = t(&[0.0]);
         let mut ga = t(&[0.0]);
-        rmsprop_step(&mut p, &t(&[2.0]), &mut sq, Some(&mut mb), Some(&mut ga), &c).unwrap();
+        rmsprop_step(
+            &mut p,
+            &t(&[2.0]),
+            &mut sq,
+            Some(&mut mb),
+            Some(&mut ga),
+            &c,
+        )
+        .unwrap();
         let s = 0.01 * 4.0;
         let a: f64 = 0.01 * 2.0;
         let avg = (s - a * a).sqrt() + 1e-8;
