@@ -2,4 +2,12 @@
 //!
 //! A Rust deep-learning framework with two execution modes over one op vocabulary, one set of
 //! gradient rules and one set of kernels.
+//!
+//! - [`tensor`]: the value type (`Tensor`: storage + layout), dtypes, devices, CPU kernels, I/O.
+//! - [`ir`]: the op vocabulary, shape inference, the shared gradient rules and composites.
+//! - [`data`]: datasets, the background-thread `DataLoader`, MNIST.
+//!
+//! See `docs/architecture.md` for how the layers fit together.
+pub use tandem_data as data;
+pub use tandem_ir as ir;
 pub use tandem_tensor as tensor;
