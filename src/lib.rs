@@ -11,3 +11,6 @@
 pub use tandem_data as data;
 pub use tandem_ir as ir;
 pub use tandem_tensor as tensor;
+
+#[cfg(feature = "candle")]
+pub mod candle_interop;
