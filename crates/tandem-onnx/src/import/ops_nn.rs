@@ -1,0 +1,219 @@
+//! Convolution, pooling and batch normalization over NCHW tensors.
+
+use super::node::{one, opt, req, Arg, NodeCtx, Outs};
+use tandem_ir::{Emit, EmitExt, Functional, Op};
+use tandem_tensor::{Conv2dParams, Pool2dParams, ReduceOp, Result};
+
+type Args<V> = [Option<Arg<V>>];
+
+/// Maps `op` if it belongs to this family.
+pub(super) fn apply<F: Emit>(
+    op: &str,
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+) -> Option<Result<Outs<F::Value>>> {
+    Some(match op {
+        "Conv" => conv(ctx, f, args),
+        "MaxPool" => pool(ctx, f, args, true),
+        "AveragePool" => pool(ctx, f, args, false),
+        "GlobalAveragePool" => global_pool(ctx, f, args, ReduceOp::Mean),
+        "GlobalMaxPool" => global_pool(ctx, f, args, ReduceOp::Max),
+        "BatchNormalization" => batch_norm(ctx, f, args),
+        _ => return None,
+    })
+}
+
+fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize) -> Result<[usize; 2]> {
+    match ctx.ints(name)? {
+        None => Ok([default; 2]),
+        Some(v) => match v.as_slice() {
+            [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+            _ => Err(ctx.err(format!(
+                "{name} {v:?} must hold 2 non-negative values (2-D only)"
+            ))),
+        },
+    }
+}
+
+/// `(begin, end)` padding of the two spatial dims from `pads` / `auto_pad`.
+fn spatial_pads(
+    ctx: &NodeCtx<'_>,
+    input: [Option<usize>; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<[(usize, usize); 2]> {
+    let auto = ctx.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    match auto.as_str() {
+        "NOTSET" => match ctx.ints("pads")? {
+            None => Ok([(0, 0); 2]),
+            Some(p) => match p.as_slice() {
+                [hb, wb, he, we] if p.iter().all(|&v| v >= 0) => {
+                    Ok([(*hb as usize, *he as usize), (*wb as usize, *we as usize)])
+                }
+                _ => Err(ctx.err(format!("pads {p:?} must hold 4 non-negative values"))),
+            },
+        },
+        "VALID" => Ok([(0, 0); 2]),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let mut out = [(0, 0); 2];
+            for i in 0..2 {
+                let n = input[i].ok_or_else(|| {
+                    ctx.err(format!(
+                        "auto_pad {auto} needs the spatial size to be known"
+                    ))
+                })?;
+                let s = stride[i].max(1);
+                let eff = dilation[i] * (kernel[i].max(1) - 1) + 1;
+                let total = ((n.div_ceil(s)).saturating_sub(1) * s + eff).saturating_sub(n);
+                let small = total / 2;
+                out[i] = if auto == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+            }
+            Ok(out)
+        }
+        other => Err(ctx.err(format!("unknown auto_pad '{other}'"))),
+    }
+}
+
+fn check_4d<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<()> {
+    if f.rank(x) != 4 {
+        return Err(ctx.err(format!(
+            "only 2-D (NCHW, rank 4) inputs are supported, got rank {}",
+            f.rank(x)
+        )));
+    }
+    Ok(())
+}
+
+/// Applies asymmetric padding explicitly; returns the input and the symmetric remainder.
+fn pad_explicit<F: Emit>(
+    f: &F,
+    x: &F::Value,
+    pads: [(usize, usize); 2],
+    value: f64,
+) -> Result<(F::Value, [usize; 2])> {
+    if pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1 {
+        return Ok((x.clone(), [pads[0].0, pads[1].0]));
+    }
+    let y = f.emit(
+        Op::Pad {
+            pads: vec![(0, 0), (0, 0), pads[0], pads[1]],
+            value,
+        },
+        &[x],
+    )?;
+    Ok((y, [0, 0]))
+}
+
+fn conv<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let w = &req(ctx, args, 1)?.value;
+    check_4d(ctx, f, x)?;
+    check_4d(ctx, f, w)?;
+    let kernel = match (f.dim(w, 2), f.dim(w, 3)) {
+        (Some(a), Some(b)) => [a, b],
+        _ => pair(ctx, "kernel_shape", 0)?,
+    };
+    let stride = pair(ctx, "strides", 1)?;
+    let dilation = pair(ctx, "dilations", 1)?;
+    let groups = ctx.int("group", 1)?;
+    if groups < 1 {
+        return Err(ctx.err(format!("group {groups} must be positive")));
+    }
+    let pads = spatial_pads(ctx, [f.dim(x, 2), f.dim(x, 3)], kernel, stride, dilation)?;
+    let (x, padding) = pad_explicit(f, x, pads, 0.0)?;
+    let p = Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        groups: groups as usize,
+    };
+    let b = opt(args, 2).map(|a| &a.value);
+    one(f.conv2d(&x, w, b, p)?)
+}
+
+fn pool<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+    max: bool,
+) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    check_4d(ctx, f, x)?;
+    let kernel = match ctx.ints("kernel_shape")? {
+        Some(_) => pair(ctx, "kernel_shape", 1)?,
+        None => return Err(ctx.err("kernel_shape is required")),
+    };
+    let stride = pair(ctx, "strides", 1)?;
+    let dilation = pair(ctx, "dilations", 1)?;
+    let ceil_mode = ctx.int("ceil_mode", 0)? != 0;
+    let include_pad = ctx.int("count_include_pad", 0)? != 0;
+    if !max && dilation != [1, 1] {
+        return Err(ctx.err("dilated average pooling is not supported"));
+    }
+    let pads = spatial_pads(ctx, [f.dim(x, 2), f.dim(x, 3)], kernel, stride, dilation)?;
+    let symmetric = pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1;
+    if !max && !symmetric && !include_pad {
+        return Err(ctx.err(format!(
+            "asymmetric pads {pads:?} with count_include_pad = 0 are not supported"
+        )));
+    }
+    let fill = if max { f64::NEG_INFINITY } else { 0.0 };
+    let (x, padding) = pad_explicit(f, x, pads, fill)?;
+    let p = Pool2dParams {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad: include_pad,
+    };
+    one(if max {
+        f.max_pool2d(&x, p)?
+    } else {
+        f.avg_pool2d(&x, p)?
+    })
+}
+
+fn global_pool<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+    op: ReduceOp,
+) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    if r < 3 {
+        return Err(ctx.err(format!("input must be [N, C, ...], got rank {r}")));
+    }
+    let axes: Vec<isize> = (2..r as isize).collect();
+    one(f.reduce(op, x, &axes, true)?)
+}
+
+fn batch_norm<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    if ctx.int("training_mode", 0)? != 0 {
+        return Err(ctx.err("training_mode = 1 is not supported (inference only)"));
+    }
+    let eps = ctx.float("epsilon", 1e-5)? as f64;
+    let x = &req(ctx, args, 0)?.value;
+    let scale = &req(ctx, args, 1)?.value;
+    let bias = &req(ctx, args, 2)?.value;
+    let mean = &req(ctx, args, 3)?.value;
+    let var = &req(ctx, args, 4)?.value;
+    let y = f.batch_norm(
+        x,
+        Some(mean),
+        Some(var),
+        Some(scale),
+        Some(bias),
+        false,
+        0.0,
+        eps,
+    )?;
+    one(y.output)
+}

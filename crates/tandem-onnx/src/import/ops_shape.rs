@@ -1,0 +1,504 @@
+//! Shape and movement ops, constants and casts, with import-time tracking of shape vectors.
+
+use super::node::{
+    axis, const_ints, const_tensor, known_ints, one, opt, req, Arg, Known, NodeCtx, Outs,
+};
+use super::ops_math::coerce_2d;
+use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
+use tandem_ir::{Emit, EmitExt, Op};
+use tandem_tensor::{DType, Result, Tensor};
+
+type Args<V> = [Option<Arg<V>>];
+
+/// Maps `op` if it belongs to this family.
+pub(super) fn apply<F: Emit>(
+    op: &str,
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+) -> Option<Result<Outs<F::Value>>> {
+    Some(match op {
+        "Reshape" => reshape(ctx, f, args),
+        "Flatten" => flatten(ctx, f, args),
+        "Transpose" => transpose(ctx, f, args),
+        "Squeeze" => squeeze(ctx, f, args),
+        "Unsqueeze" => unsqueeze(ctx, f, args),
+        "Concat" => concat(ctx, f, args),
+        "Gather" => gather(ctx, f, args),
+        "Shape" => shape(ctx, f, args),
+        "Constant" => constant(ctx, f),
+        "ConstantOfShape" => constant_of_shape(ctx, f, args),
+        "Cast" => cast(ctx, f, args),
+        "Slice" => slice(ctx, f, args),
+        "Expand" => expand(ctx, f, args),
+        "Pad" => pad(ctx, f, args),
+        _ => return None,
+    })
+}
+
+/// The integer entries of a rank <= 1 value when known (fully or partly) at import time.
+fn vector_of<V>(a: &Arg<V>) -> Option<Vec<Option<i64>>> {
+    match &a.known {
+        Some(Known::Full(t)) if t.rank() <= 1 && !t.dtype().is_float() => Some(
+            t.cast(DType::I64)
+                .ok()?
+                .to_vec::<i64>()
+                .ok()?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        ),
+        Some(Known::Partial(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// `Known::Partial` unless every entry is known (then the folder has the tensor anyway).
+fn partial(v: Option<Vec<Option<i64>>>) -> Option<Known> {
+    v.filter(|v| v.iter().any(|d| d.is_none()))
+        .map(Known::Partial)
+}
+
+fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = req(ctx, args, 0)?;
+    let shape = if ctx.opset < 5 {
+        ctx.ints("shape")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        known_ints(ctx, req(ctx, args, 1)?, "shape")?
+    };
+    let allowzero = ctx.opset >= 14 && ctx.int("allowzero", 0)? != 0;
+    let xd = f.shape(&x.value);
+    let mut target: Vec<Option<i64>> = Vec::with_capacity(shape.len());
+    for (i, s) in shape.iter().enumerate() {
+        target.push(match s {
+            Some(0) if !allowzero => match xd.get(i) {
+                Some(d) => d.map(|d| d as i64),
+                None => {
+                    return Err(ctx.err(format!(
+                        "shape entry {i} is 0 (copy) but the input has rank {}",
+                        xd.len()
+                    )))
+                }
+            },
+            Some(v) if *v < -1 => return Err(ctx.err(format!("invalid shape entry {v}"))),
+            other => *other,
+        });
+    }
+    let unknown = target.iter().filter(|d| d.is_none()).count();
+    let infer = target.iter().filter(|d| **d == Some(-1)).count();
+    if unknown + infer > 1 {
+        return Err(ctx.err(format!(
+            "target shape {target:?} has more than one entry unknown at import time"
+        )));
+    }
+    let t: Vec<isize> = target.iter().map(|d| d.unwrap_or(-1) as isize).collect();
+    let y = f.reshape(&x.value, &t)?;
+    let known = if f.rank(&y) <= 1 {
+        partial(vector_of(x))
+    } else {
+        None
+    };
+    Ok(vec![(y, known)])
+}
+
+fn flatten<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x) as i64;
+    let a = ctx.int("axis", 1)?;
+    let a = if a < 0 { a + r } else { a };
+    if a < 0 || a > r {
+        return Err(ctx.err(format!("axis {a} is out of range for rank {r}")));
+    }
+    one(coerce_2d(f, x, a as usize)?)
+}
+
+fn transpose<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    let perm: Vec<isize> = match ctx.ints("perm")? {
+        Some(p) => p.into_iter().map(|a| a as isize).collect(),
+        None => (0..r as isize).rev().collect(),
+    };
+    if perm.len() != r {
+        return Err(ctx.err(format!("perm {perm:?} does not match rank {r}")));
+    }
+    one(f.permute(x, &perm)?)
+}
+
+fn axes_of<F: Emit>(ctx: &NodeCtx<'_>, args: &Args<F::Value>) -> Result<Option<Vec<i64>>> {
+    if ctx.opset >= 13 {
+        opt(args, 1).map(|a| const_ints(ctx, a, "axes")).transpose()
+    } else {
+        ctx.ints("axes")
+    }
+}
+
+fn squeeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = req(ctx, args, 0)?;
+    let dims = f.shape(&x.value);
+    let r = dims.len();
+    let mut axes: Vec<usize> = match axes_of::<F>(ctx, args)? {
+        Some(a) => a.iter().map(|&a| axis(ctx, a, r)).collect::<Result<_>>()?,
+        None => (0..r).filter(|&i| dims[i] == Some(1)).collect(),
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    let mut y = x.value.clone();
+    for &a in axes.iter().rev() {
+        y = f.squeeze(&y, a as isize)?;
+    }
+    let known = if f.rank(&y) <= 1 {
+        partial(vector_of(x))
+    } else {
+        None
+    };
+    Ok(vec![(y, known)])
+}
+
+fn unsqueeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = req(ctx, args, 0)?;
+    let axes = axes_of::<F>(ctx, args)?.ok_or_else(|| ctx.err("axes are required"))?;
+    let out_rank = f.rank(&x.value) + axes.len();
+    let mut axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| axis(ctx, a, out_rank))
+        .collect::<Result<_>>()?;
+    axes.sort_unstable();
+    if axes.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ctx.err("repeated axis"));
+    }
+    let mut y = x.value.clone();
+    for &a in &axes {
+        y = f.unsqueeze(&y, a as isize)?;
+    }
+    let known = if f.rank(&y) <= 1 {
+        partial(vector_of(x))
+    } else {
+        None
+    };
+    Ok(vec![(y, known)])
+}
+
+fn concat<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let xs: Vec<&Arg<F::Value>> = args.iter().flatten().collect();
+    let first = xs
+        .first()
+        .ok_or_else(|| ctx.err("needs at least one input"))?;
+    let a = axis(ctx, ctx.int("axis", 0)?, f.rank(&first.value))?;
+    let vals: Vec<&F::Value> = xs.iter().map(|a| &a.value).collect();
+    let y = f.concat(&vals, a as isize)?;
+    let known = if f.rank(&y) == 1 {
+        xs.iter()
+            .map(|a| vector_of(a))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.concat())
+    } else {
+        None
+    };
+    Ok(vec![(y, partial(known))])
+}
+
+fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let data = req(ctx, args, 0)?;
+    let idx = req(ctx, args, 1)?;
+    let r = f.rank(&data.value);
+    let a = axis(ctx, ctx.int("axis", 0)?, r)?;
+    let dim = f.dim(&data.value, a);
+    let index = match const_tensor(idx) {
+        Some(t) => {
+            let mut v = t.cast(DType::I64)?.to_vec::<i64>()?;
+            for i in v.iter_mut().filter(|i| **i < 0) {
+                let d = dim.ok_or_else(|| {
+                    ctx.err("negative indices need the gathered dimension to be known")
+                })?;
+                *i += d as i64;
+            }
+            f.constant(Tensor::from_vec(v, t.shape())?)?
+        }
+        None => {
+            let i = f.cast(&idx.value, DType::I64)?;
+            match dim {
+                Some(d) => {
+                    let neg = f.scalar(tandem_tensor::BinaryOp::Lt, &i, 0.0, false)?;
+                    f.where_(&neg, &f.add_scalar(&i, d as f64)?, &i)?
+                }
+                None => i,
+            }
+        }
+    };
+    let ir = f.rank(&index);
+    let y = match ir {
+        1 => f.index_select(&data.value, a as isize, &index)?,
+        0 => {
+            let one_idx = f.reshape(&index, &[1])?;
+            let s = f.index_select(&data.value, a as isize, &one_idx)?;
+            f.squeeze(&s, a as isize)?
+        }
+        _ => {
+            let flat = f.reshape(&index, &[-1])?;
+            let s = f.index_select(&data.value, a as isize, &flat)?;
+            let dd = f.shape(&data.value);
+            let id = f.shape(&index);
+            let target: Vec<Option<usize>> = dd[..a]
+                .iter()
+                .chain(id.iter())
+                .chain(dd[a + 1..].iter())
+                .copied()
+                .collect();
+            if target.iter().filter(|d| d.is_none()).count() > 1 {
+                return Err(ctx.err("result shape has more than one unknown dimension"));
+            }
+            let t: Vec<isize> = target
+                .iter()
+                .map(|d| d.map_or(-1, |d| d as isize))
+                .collect();
+            f.reshape(&s, &t)?
+        }
+    };
+    // Picking entries of a partly known shape vector.
+    let known = match (vector_of(data), const_tensor(idx)) {
+        (Some(v), Some(it)) if a == 0 && r == 1 && it.rank() <= 1 => {
+            let ids = it.cast(DType::I64)?.to_vec::<i64>()?;
+            ids.iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + v.len() as i64 } else { i };
+                    usize::try_from(i).ok().and_then(|i| v.get(i).copied())
+                })
+                .collect::<Option<Vec<_>>>()
+        }
+        _ => None,
+    };
+    Ok(vec![(y, partial(known))])
+}
+
+fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let dims = f.shape(x);
+    let r = dims.len() as i64;
+    let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (s, e) = if ctx.opset >= 15 {
+        (clampi(ctx.int("start", 0)?), clampi(ctx.int("end", r)?))
+    } else {
+        (0, dims.len())
+    };
+    let sel: Vec<Option<i64>> = dims
+        .get(s..e.max(s))
+        .unwrap_or(&[])
+        .iter()
+        .map(|d| d.map(|d| d as i64))
+        .collect();
+    if let Some(all) = sel.iter().copied().collect::<Option<Vec<i64>>>() {
+        let n = all.len();
+        let t = Tensor::from_vec(all, &[n])?;
+        return Ok(vec![(f.constant(t.clone())?, Some(Known::Full(t)))]);
+    }
+    // Some dims are known only at run time: build the vector from per-axis sizes.
+    let mut parts = Vec::with_capacity(sel.len());
+    for (i, d) in sel.iter().enumerate() {
+        let p = match d {
+            Some(v) => f.constant(Tensor::from_vec(vec![*v], &[1])?)?,
+            None => {
+                let n = f.emit(
+                    Op::DimSize {
+                        axes: vec![s + i],
+                        dtype: DType::I64,
+                    },
+                    &[x],
+                )?;
+                f.unsqueeze(&n, 0)?
+            }
+        };
+        parts.push(p);
+    }
+    let refs: Vec<&F::Value> = parts.iter().collect();
+    Ok(vec![(f.concat(&refs, 0)?, Some(Known::Partial(sel)))])
+}
+
+fn constant<F: Emit>(ctx: &NodeCtx<'_>, f: &F) -> Result<Outs<F::Value>> {
+    let t = if let Some(t) = ctx.tensor("value")? {
+        tensor_from_proto(t)?
+    } else if ctx.has("value_float") {
+        Tensor::scalar(ctx.float("value_float", 0.0)?)
+    } else if let Some(v) = ctx.floats("value_floats")? {
+        let n = v.len();
+        Tensor::from_vec(v, &[n])?
+    } else if ctx.has("value_int") {
+        Tensor::scalar(ctx.int("value_int", 0)?)
+    } else if let Some(v) = ctx.ints("value_ints")? {
+        let n = v.len();
+        Tensor::from_vec(v, &[n])?
+    } else {
+        return Err(ctx.err(
+            "needs a value, value_float(s) or value_int(s) attribute (sparse and string \
+             constants are not supported)",
+        ));
+    };
+    Ok(vec![(f.constant(t.clone())?, Some(Known::Full(t)))])
+}
+
+fn constant_of_shape<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+) -> Result<Outs<F::Value>> {
+    let shape = const_ints(ctx, req(ctx, args, 0)?, "shape")?;
+    let shape: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| ctx.err(format!("negative dim in {shape:?}"))))
+        .collect::<Result<_>>()?;
+    let (value, dtype) = match ctx.tensor("value")? {
+        Some(t) => {
+            let t = tensor_from_proto(t)?;
+            if t.numel() != 1 {
+                return Err(ctx.err("value must hold exactly one element"));
+            }
+            (t.item()?, t.dtype())
+        }
+        None => (0.0, DType::F32),
+    };
+    // Checked against a bound before allocating: the shape comes from the file.
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n.is_none_or(|n| n > (1 << 32)) {
+        return Err(ctx.err(format!("shape {shape:?} is too large")));
+    }
+    one(f.full(&shape, value, dtype)?)
+}
+
+fn cast<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = req(ctx, args, 0)?;
+    let code = ctx.int("to", 0)? as i32;
+    let d = dtype_from_onnx(code)
+        .ok_or_else(|| ctx.err(format!("cannot cast to {}", onnx_type_name(code))))?;
+    let y = f.cast(&x.value, d)?;
+    let known = if !d.is_float() {
+        partial(vector_of(x))
+    } else {
+        None
+    };
+    Ok(vec![(y, known)])
+}
+
+fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = req(ctx, args, 0)?;
+    let (starts, ends, axes, steps) = if ctx.opset < 10 {
+        let s = ctx
+            .ints("starts")?
+            .ok_or_else(|| ctx.err("starts are required"))?;
+        let e = ctx
+            .ints("ends")?
+            .ok_or_else(|| ctx.err("ends are required"))?;
+        (s, e, ctx.ints("axes")?, None)
+    } else {
+        let s = const_ints(ctx, req(ctx, args, 1)?, "starts")?;
+        let e = const_ints(ctx, req(ctx, args, 2)?, "ends")?;
+        let a = opt(args, 3)
+            .map(|a| const_ints(ctx, a, "axes"))
+            .transpose()?;
+        let st = opt(args, 4)
+            .map(|a| const_ints(ctx, a, "steps"))
+            .transpose()?;
+        (s, e, a, st)
+    };
+    let n = starts.len();
+    let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(ctx.err("starts, ends, axes and steps must have the same length"));
+    }
+    let r = f.rank(&x.value);
+    let mut y = x.value.clone();
+    let mut known = vector_of(x).filter(|_| r == 1);
+    for i in 0..n {
+        let a = axis(ctx, axes[i], r)?;
+        if steps[i] <= 0 {
+            return Err(ctx.err(format!(
+                "step {} is not supported (positive steps only)",
+                steps[i]
+            )));
+        }
+        let (s, e, st) = (
+            starts[i].clamp(isize::MIN as i64, isize::MAX as i64) as isize,
+            ends[i].clamp(isize::MIN as i64, isize::MAX as i64) as isize,
+            steps[i] as usize,
+        );
+        y = f.slice(&y, a as isize, s, e, st)?;
+        known = match known {
+            Some(v) => {
+                let (s0, len) = tandem_tensor::slice_range(v.len(), s, e, st)?;
+                Some(
+                    (0..len)
+                        .filter_map(|k| v.get(s0 + k * st).copied())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+    }
+    Ok(vec![(y, partial(known))])
+}
+
+fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let shape = const_ints(ctx, req(ctx, args, 1)?, "shape")?;
+    let xd = f.shape(x);
+    let out_rank = xd.len().max(shape.len());
+    let mut out = vec![0usize; out_rank];
+    for (i, o) in out.iter_mut().enumerate() {
+        let xi = (i + xd.len()).checked_sub(out_rank).map(|j| xd[j]);
+        let si = (i + shape.len()).checked_sub(out_rank).map(|j| shape[j]);
+        *o = match (xi, si) {
+            (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => d,
+            (_, Some(s)) if s >= 0 => s as usize,
+            _ => {
+                return Err(ctx.err(format!(
+                    "cannot expand input of shape {} to {shape:?}",
+                    tandem_ir::infer::fmt_shape(&xd)
+                )))
+            }
+        };
+    }
+    one(f.expand(x, &out)?)
+}
+
+fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let mode = ctx.string("mode")?.unwrap_or_else(|| "constant".into());
+    if mode != "constant" {
+        return Err(ctx.err(format!("mode '{mode}' is not supported (constant only)")));
+    }
+    let (pads, value) = if ctx.opset < 11 {
+        let p = ctx
+            .ints("pads")?
+            .ok_or_else(|| ctx.err("pads are required"))?;
+        (p, ctx.float("value", 0.0)? as f64)
+    } else {
+        if opt(args, 3).is_some() {
+            return Err(ctx.err("the axes input is not supported"));
+        }
+        let p = const_ints(ctx, req(ctx, args, 1)?, "pads")?;
+        let v = match opt(args, 2) {
+            Some(a) => const_tensor(a)
+                .ok_or_else(|| ctx.err("constant_value must be known at import time"))?
+                .item()?,
+            None => 0.0,
+        };
+        (p, v)
+    };
+    let r = f.rank(x);
+    if pads.len() != 2 * r {
+        return Err(ctx.err(format!("pads {pads:?} do not match rank {r}")));
+    }
+    let mut pp = Vec::with_capacity(r);
+    for i in 0..r {
+        let (b, e) = (pads[i], pads[i + r]);
+        if b < 0 || e < 0 {
+            return Err(ctx.err(format!("negative pads {pads:?} are not supported")));
+        }
+        pp.push((b as usize, e as usize));
+    }
+    one(f.emit(Op::Pad { pads: pp, value }, &[x])?)
+}
