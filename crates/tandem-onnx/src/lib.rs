@@ -13,10 +13,15 @@
 //! reader treats its input as hostile: a corrupt or truncated file, a lying tensor size or an
 //! unsupported op is an error naming the tensor or node, never a panic.
 
+pub mod export;
 pub mod import;
 mod model;
 pub mod proto;
 pub mod tensor_proto;
 
+pub use export::{
+    export, save, to_model_proto, ExportGraph, ExportInput, ExportNode, Recorded, Recorder,
+    RecorderHooks, ValueRef,
+};
 pub use import::{import, parse, parse_file, GraphInput, ImportHooks, Imported, ParsedModel};
 pub use model::{EvalHooks, OnnxModel};
