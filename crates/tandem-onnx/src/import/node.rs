@@ -12,7 +12,16 @@ pub(crate) enum Known {
     /// The whole tensor (constants, initializers, folded results).
     Full(Tensor),
     /// A 1-D integer vector (a shape) with some entries only known at run time.
-    Partial(Vec<Option<i64>>),
+    Partial(Vec<PDim>),
+}
+
+/// One entry of a partly known shape vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PDim {
+    /// Known at import time.
+    Val(i64),
+    /// Dim `axis` of the value named `of`, known only at run time (e.g. the batch).
+    Dim(String, usize),
 }
 
 /// An input of a node: its value in the emitter and what is known about it.
@@ -199,12 +208,8 @@ pub(crate) fn opt<V>(args: &[Option<Arg<V>>], i: usize) -> Option<&Arg<V>> {
     args.get(i).and_then(|a| a.as_ref())
 }
 
-/// The integer entries of an input known at import time (`None` entries are run-time dims).
-pub(crate) fn known_ints<V>(
-    ctx: &NodeCtx<'_>,
-    arg: &Arg<V>,
-    what: &str,
-) -> Result<Vec<Option<i64>>> {
+/// The entries of a vector input known at import time, fully or partly.
+pub(crate) fn known_dims<V>(ctx: &NodeCtx<'_>, arg: &Arg<V>, what: &str) -> Result<Vec<PDim>> {
     match &arg.known {
         Some(Known::Full(t)) => {
             if t.rank() > 1 {
@@ -216,7 +221,7 @@ pub(crate) fn known_ints<V>(
             Ok(t.cast(DType::I64)?
                 .to_vec::<i64>()?
                 .into_iter()
-                .map(Some)
+                .map(PDim::Val)
                 .collect())
         }
         Some(Known::Partial(v)) => Ok(v.clone()),
@@ -229,8 +234,12 @@ pub(crate) fn known_ints<V>(
 
 /// Integer entries of an input that must be fully known at import time.
 pub(crate) fn const_ints<V>(ctx: &NodeCtx<'_>, arg: &Arg<V>, what: &str) -> Result<Vec<i64>> {
-    known_ints(ctx, arg, what)?
+    known_dims(ctx, arg, what)?
         .into_iter()
+        .map(|d| match d {
+            PDim::Val(v) => Some(v),
+            PDim::Dim(..) => None,
+        })
         .collect::<Option<Vec<i64>>>()
         .ok_or_else(|| {
             ctx.err(format!(

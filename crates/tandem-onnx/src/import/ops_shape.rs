@@ -1,7 +1,7 @@
 //! Shape and movement ops, constants and casts, with import-time tracking of shape vectors.
 
 use super::node::{
-    axis, const_ints, const_tensor, known_ints, one, opt, req, Arg, Known, NodeCtx, Outs,
+    axis, const_ints, const_tensor, known_dims, one, opt, req, Arg, Known, NodeCtx, Outs, PDim,
 };
 use super::ops_math::coerce_2d;
 use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
@@ -37,7 +37,7 @@ pub(super) fn apply<F: Emit>(
 }
 
 /// The integer entries of a rank <= 1 value when known (fully or partly) at import time.
-fn vector_of<V>(a: &Arg<V>) -> Option<Vec<Option<i64>>> {
+fn vector_of<V>(a: &Arg<V>) -> Option<Vec<PDim>> {
     match &a.known {
         Some(Known::Full(t)) if t.rank() <= 1 && !t.dtype().is_float() => Some(
             t.cast(DType::I64)
@@ -45,7 +45,7 @@ fn vector_of<V>(a: &Arg<V>) -> Option<Vec<Option<i64>>> {
                 .to_vec::<i64>()
                 .ok()?
                 .into_iter()
-                .map(Some)
+                .map(PDim::Val)
                 .collect(),
         ),
         Some(Known::Partial(v)) => Some(v.clone()),
@@ -54,29 +54,28 @@ fn vector_of<V>(a: &Arg<V>) -> Option<Vec<Option<i64>>> {
 }
 
 /// `Known::Partial` unless every entry is known (then the folder has the tensor anyway).
-fn partial(v: Option<Vec<Option<i64>>>) -> Option<Known> {
-    v.filter(|v| v.iter().any(|d| d.is_none()))
+fn partial(v: Option<Vec<PDim>>) -> Option<Known> {
+    v.filter(|v| v.iter().any(|d| matches!(d, PDim::Dim(..))))
         .map(Known::Partial)
 }
 
 fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
     let x = req(ctx, args, 0)?;
     let shape = if ctx.opset < 5 {
-        ctx.ints("shape")?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Some)
-            .collect()
+        let v = ctx.ints("shape")?.unwrap_or_default();
+        v.into_iter().map(PDim::Val).collect()
     } else {
-        known_ints(ctx, req(ctx, args, 1)?, "shape")?
+        known_dims(ctx, req(ctx, args, 1)?, "shape")?
     };
     let allowzero = ctx.opset >= 14 && ctx.int("allowzero", 0)? != 0;
+    let data_name = ctx.proto.input.first().cloned().unwrap_or_default();
     let xd = f.shape(&x.value);
-    let mut target: Vec<Option<i64>> = Vec::with_capacity(shape.len());
-    for (i, s) in shape.iter().enumerate() {
+    let mut target: Vec<PDim> = Vec::with_capacity(shape.len());
+    for (i, s) in shape.into_iter().enumerate() {
         target.push(match s {
-            Some(0) if !allowzero => match xd.get(i) {
-                Some(d) => d.map(|d| d as i64),
+            PDim::Val(0) if !allowzero => match xd.get(i) {
+                Some(Some(d)) => PDim::Val(*d as i64),
+                Some(None) => PDim::Dim(data_name.clone(), i),
                 None => {
                     return Err(ctx.err(format!(
                         "shape entry {i} is 0 (copy) but the input has rank {}",
@@ -84,18 +83,11 @@ fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
                     )))
                 }
             },
-            Some(v) if *v < -1 => return Err(ctx.err(format!("invalid shape entry {v}"))),
-            other => *other,
+            PDim::Val(v) if v < -1 => return Err(ctx.err(format!("invalid shape entry {v}"))),
+            other => other,
         });
     }
-    let unknown = target.iter().filter(|d| d.is_none()).count();
-    let infer = target.iter().filter(|d| **d == Some(-1)).count();
-    if unknown + infer > 1 {
-        return Err(ctx.err(format!(
-            "target shape {target:?} has more than one entry unknown at import time"
-        )));
-    }
-    let t: Vec<isize> = target.iter().map(|d| d.unwrap_or(-1) as isize).collect();
+    let t = resolve_target(ctx, &target, &data_name, &xd)?;
     let y = f.reshape(&x.value, &t)?;
     let known = if f.rank(&y) <= 1 {
         partial(vector_of(x))
@@ -103,6 +95,61 @@ fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
         None
     };
     Ok(vec![(y, known)])
+}
+
+/// A reshape target with at most one `-1`. Run-time dims of the data input itself (the batch
+/// in `x.view(x.size(0), -1)`) are divided out so that the other `-1` can be computed.
+fn resolve_target(
+    ctx: &NodeCtx<'_>,
+    target: &[PDim],
+    data_name: &str,
+    xd: &[Option<usize>],
+) -> Result<Vec<isize>> {
+    let unknown = target
+        .iter()
+        .filter(|d| !matches!(d, PDim::Val(v) if *v >= 0))
+        .count();
+    let mut out: Vec<Option<isize>> = target
+        .iter()
+        .map(|d| match d {
+            PDim::Val(v) if *v >= 0 => Some(*v as isize),
+            _ => None,
+        })
+        .collect();
+    if unknown > 1 {
+        let infer_at: Vec<usize> = (0..target.len())
+            .filter(|&i| target[i] == PDim::Val(-1))
+            .collect();
+        let copied: Vec<usize> = target
+            .iter()
+            .filter_map(|d| match d {
+                PDim::Dim(of, a) if of == data_name => Some(*a),
+                _ => None,
+            })
+            .collect();
+        let only_own_dims = unknown == infer_at.len() + copied.len();
+        let rest: Option<usize> = (0..xd.len())
+            .filter(|a| !copied.contains(a))
+            .map(|a| xd[a])
+            .product();
+        let known: usize = out.iter().flatten().map(|&v| v as usize).product();
+        match (infer_at.as_slice(), rest) {
+            ([i], Some(rest)) if only_own_dims && known > 0 && rest % known == 0 => {
+                out[*i] = Some((rest / known) as isize);
+            }
+            _ => {
+                return Err(ctx.err(format!(
+                    "target shape {target:?} has more than one entry unknown at import time"
+                )))
+            }
+        }
+        if out.iter().filter(|d| d.is_none()).count() > 1 {
+            return Err(ctx.err(format!(
+                "target shape {target:?} has more than one run-time dimension"
+            )));
+        }
+    }
+    Ok(out.into_iter().map(|d| d.unwrap_or(-1)).collect())
 }
 
 fn flatten<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -266,7 +313,7 @@ fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
             ids.iter()
                 .map(|&i| {
                     let i = if i < 0 { i + v.len() as i64 } else { i };
-                    usize::try_from(i).ok().and_then(|i| v.get(i).copied())
+                    usize::try_from(i).ok().and_then(|i| v.get(i).cloned())
                 })
                 .collect::<Option<Vec<_>>>()
         }
@@ -285,13 +332,25 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     } else {
         (0, dims.len())
     };
-    let sel: Vec<Option<i64>> = dims
+    let src = ctx.proto.input.first().cloned().unwrap_or_default();
+    let sel: Vec<PDim> = dims
         .get(s..e.max(s))
         .unwrap_or(&[])
         .iter()
-        .map(|d| d.map(|d| d as i64))
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(d) => PDim::Val(*d as i64),
+            None => PDim::Dim(src.clone(), s + i),
+        })
         .collect();
-    if let Some(all) = sel.iter().copied().collect::<Option<Vec<i64>>>() {
+    let all_known: Option<Vec<i64>> = sel
+        .iter()
+        .map(|d| match d {
+            PDim::Val(v) => Some(*v),
+            PDim::Dim(..) => None,
+        })
+        .collect();
+    if let Some(all) = all_known {
         let n = all.len();
         let t = Tensor::from_vec(all, &[n])?;
         return Ok(vec![(f.constant(t.clone())?, Some(Known::Full(t)))]);
@@ -300,8 +359,8 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     let mut parts = Vec::with_capacity(sel.len());
     for (i, d) in sel.iter().enumerate() {
         let p = match d {
-            Some(v) => f.constant(Tensor::from_vec(vec![*v], &[1])?)?,
-            None => {
+            PDim::Val(v) => f.constant(Tensor::from_vec(vec![*v], &[1])?)?,
+            PDim::Dim(..) => {
                 let n = f.emit(
                     Op::DimSize {
                         axes: vec![s + i],
@@ -431,7 +490,7 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
                 let (s0, len) = tandem_tensor::slice_range(v.len(), s, e, st)?;
                 Some(
                     (0..len)
-                        .filter_map(|k| v.get(s0 + k * st).copied())
+                        .filter_map(|k| v.get(s0 + k * st).cloned())
                         .collect(),
                 )
             }
