@@ -344,3 +344,22 @@ fn imported_fixture_re_exports() {
     let got = OnnxModel::from_bytes(&bytes).unwrap().run(&[x]).unwrap();
     close(&got[0], &want);
 }
+
+#[test]
+fn unused_initializers_are_left_out() {
+    let rec = Recorder::new();
+    let x = rec.input("input", DType::F32, &[None, Some(2)]);
+    let w = rec.initializer("w", Tensor::ones(&[2, 2], DType::F32));
+    rec.initializer("unused", Tensor::ones(&[3], DType::F32));
+    let y = rec.matmul(&x, &w).unwrap();
+    rec.output("logits", &y);
+    let m = ModelProto::decode(export(&rec.finish(), 13).unwrap().as_slice()).unwrap();
+    let names: Vec<String> = m
+        .graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["w".to_string()]);
+}

@@ -346,3 +346,61 @@ fn imported_values_match_eval_builders() {
     let want = Eval::default().softmax(&x, -1).unwrap();
     assert_close(y, &want.to_f64_vec().unwrap(), &[2, 3]);
 }
+
+#[test]
+fn normalizations_split_size_and_more_activations() {
+    let x = f32s(&[-3.0, -1.0, 0.0, 1.0, 2.0, 5.0], &[1, 2, 3]);
+    let nodes = vec![
+        node(
+            "LayerNormalization",
+            &["x", "g", "b"],
+            &["ln"],
+            vec![af("epsilon", 1e-5)],
+        ),
+        node(
+            "InstanceNormalization",
+            &["x", "s2", "b2"],
+            &["inorm"],
+            vec![],
+        ),
+        node("Split", &["x", "sp"], &["p1", "p2"], vec![ai("axis", 2)]),
+        node("Size", &["x"], &["n"], vec![]),
+        node("PRelu", &["x", "slope"], &["pr"], vec![]),
+        node("HardSwish", &["x"], &["hsw"], vec![]),
+    ];
+    let inits = [
+        ("g", f32s(&[1.0, 2.0, 1.0], &[3])),
+        ("b", f32s(&[0.0, 0.0, 1.0], &[3])),
+        ("s2", f32s(&[1.0, 1.0], &[2])),
+        ("b2", f32s(&[0.0, 0.0], &[2])),
+        ("sp", i64s(&[1, 2])),
+        ("slope", f32s(&[0.5], &[1])),
+    ];
+    let outs = ["ln", "inorm", "p1", "p2", "n", "pr", "hsw"];
+    let bytes = model(
+        17,
+        &[("x", &[Some(1), Some(2), Some(3)])],
+        &inits,
+        nodes,
+        &outs,
+    );
+    let o = run(&bytes, std::slice::from_ref(&x));
+    let e = Eval::default();
+    let g = f32s(&[1.0, 2.0, 1.0], &[3]);
+    let b = f32s(&[0.0, 0.0, 1.0], &[3]);
+    let want = tandem_ir::Functional::layer_norm(&e, &x, 1, Some(&g), Some(&b), 1e-5).unwrap();
+    assert_close(&o[0], &want.to_f64_vec().unwrap(), &[1, 2, 3]);
+    // Instance norm over the last axis per (sample, channel) equals layer norm over it.
+    let want = tandem_ir::Functional::layer_norm(&e, &x, 1, None, None, 1e-5).unwrap();
+    assert_close(&o[1], &want.to_f64_vec().unwrap(), &[1, 2, 3]);
+    assert_close(&o[2], &[-3.0, 1.0], &[1, 2, 1]);
+    assert_close(&o[3], &[-1.0, 0.0, 2.0, 5.0], &[1, 2, 2]);
+    assert_eq!(o[4].to_vec::<i64>().unwrap(), vec![6]);
+    assert_close(&o[5], &[-1.5, -0.5, 0.0, 1.0, 2.0, 5.0], &[1, 2, 3]);
+    let hs = |v: f64| v * (v / 6.0 + 0.5).clamp(0.0, 1.0);
+    let want: Vec<f64> = [-3.0, -1.0, 0.0, 1.0, 2.0, 5.0]
+        .iter()
+        .map(|&v| hs(v))
+        .collect();
+    assert_close(&o[6], &want, &[1, 2, 3]);
+}

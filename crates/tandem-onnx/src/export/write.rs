@@ -173,6 +173,7 @@ fn export_err(msg: impl Into<String>) -> Error {
 
 /// Builds the ONNX model of `g` at `opset` (13 or 17; IR version 7 or 8).
 ///
+/// Initializers that no node or output uses are left out of the file.
 /// Graph inputs and outputs keep their names; dynamic dims are symbolic (`N` for the first
 /// dim, the batch). A node whose op has no ONNX mapping (random ops, gradient-only ops,
 /// losses) is an error naming the node.
@@ -201,10 +202,24 @@ pub fn to_model_proto(g: &ExportGraph, opset: i64) -> Result<ModelProto> {
             )));
         }
     }
+    // Initializers no node or output uses (e.g. shape tensors folded away at import) are
+    // left out.
+    let used: HashSet<usize> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .chain(g.outputs.iter().map(|(_, r)| r))
+        .filter_map(|r| match r {
+            ValueRef::Initializer(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
     let mut inits: Vec<TensorProto> = g
         .initializers
         .iter()
-        .map(|(n, t)| tensor_to_proto(n, t))
+        .enumerate()
+        .filter(|(i, _)| used.contains(i))
+        .map(|(_, (n, t))| tensor_to_proto(n, t))
         .collect::<Result<_>>()?;
     // The first graph output naming a node's value gives that value its name.
     let mut node_out: HashMap<usize, String> = HashMap::new();

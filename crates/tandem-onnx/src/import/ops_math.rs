@@ -68,6 +68,17 @@ pub(super) fn apply<F: Emit>(
             one(f.elu(&req(ctx, args, 0)?.value, alpha as f64)?)
         })(),
         "Softplus" => (|| one(f.softplus(&req(ctx, args, 0)?.value, 1.0, f64::INFINITY)?))(),
+        "PRelu" => (|| {
+            let x = &req(ctx, args, 0)?.value;
+            let neg = f.scalar(BinaryOp::Lt, x, 0.0, false)?;
+            let scaled = f.mul(x, &req(ctx, args, 1)?.value)?;
+            one(f.where_(&neg, &scaled, x)?)
+        })(),
+        "HardSwish" => (|| {
+            let x = &req(ctx, args, 0)?.value;
+            let g = f.add_scalar(&f.mul_scalar(x, 1.0 / 6.0)?, 0.5)?;
+            one(f.mul(x, &f.clamp(&g, Some(0.0), Some(1.0))?)?)
+        })(),
         "HardSigmoid" => (|| {
             let alpha = ctx.float("alpha", 0.2)? as f64;
             let beta = ctx.float("beta", 0.5)? as f64;

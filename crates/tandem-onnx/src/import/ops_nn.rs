@@ -20,6 +20,8 @@ pub(super) fn apply<F: Emit>(
         "GlobalAveragePool" => global_pool(ctx, f, args, ReduceOp::Mean),
         "GlobalMaxPool" => global_pool(ctx, f, args, ReduceOp::Max),
         "BatchNormalization" => batch_norm(ctx, f, args),
+        "LayerNormalization" => layer_norm(ctx, f, args),
+        "InstanceNormalization" => instance_norm(ctx, f, args),
         _ => return None,
     })
 }
@@ -216,4 +218,37 @@ fn batch_norm<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Resul
         eps,
     )?;
     one(y.output)
+}
+
+fn layer_norm<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    let a = super::node::axis(ctx, ctx.int("axis", -1)?, r)?;
+    let eps = ctx.float("epsilon", 1e-5)? as f64;
+    let scale = &req(ctx, args, 1)?.value;
+    let bias = opt(args, 2).map(|b| &b.value);
+    one(f.layer_norm(x, r - a, Some(scale), bias, eps)?)
+}
+
+fn instance_norm<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    if r < 3 {
+        return Err(ctx.err(format!("input must be [N, C, ...], got rank {r}")));
+    }
+    let eps = ctx.float("epsilon", 1e-5)? as f64;
+    let axes: Vec<isize> = (2..r as isize).collect();
+    let mean = f.mean(x, &axes, true)?;
+    let xc = f.sub(x, &mean)?;
+    let var = f.mean(&f.square(&xc)?, &axes, true)?;
+    let y = f.mul(&xc, &f.rsqrt(&f.add_scalar(&var, eps)?)?)?;
+    let mut per_channel = vec![1isize; r];
+    per_channel[1] = -1;
+    let scale = f.reshape(&req(ctx, args, 1)?.value, &per_channel)?;
+    let bias = f.reshape(&req(ctx, args, 2)?.value, &per_channel)?;
+    one(f.add(&f.mul(&y, &scale)?, &bias)?)
 }

@@ -32,6 +32,8 @@ pub(super) fn apply<F: Emit>(
         "Slice" => slice(ctx, f, args),
         "Expand" => expand(ctx, f, args),
         "Pad" => pad(ctx, f, args),
+        "Size" => size(f, args, ctx),
+        "Split" => split(ctx, f, args),
         _ => return None,
     })
 }
@@ -560,4 +562,51 @@ fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<
         pp.push((b as usize, e as usize));
     }
     one(f.emit(Op::Pad { pads: pp, value }, &[x])?)
+}
+
+fn size<F: Emit>(f: &F, args: &Args<F::Value>, ctx: &NodeCtx<'_>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let axes: Vec<usize> = (0..f.rank(x)).collect();
+    let n = f.dim_size(x, &axes, DType::I64)?;
+    let known: Option<usize> = axes.iter().map(|&a| f.dim(x, a)).product();
+    let known = known.map(|n| Known::Full(Tensor::scalar(n as i64)));
+    Ok(vec![(n, known)])
+}
+
+fn split<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let a = axis(ctx, ctx.int("axis", 0)?, f.rank(x))?;
+    let n_out = ctx.proto.output.len().max(1);
+    let sizes: Vec<i64> = if ctx.opset >= 13 {
+        match opt(args, 1) {
+            Some(s) => const_ints(ctx, s, "split")?,
+            None => Vec::new(),
+        }
+    } else {
+        ctx.ints("split")?.unwrap_or_default()
+    };
+    let sizes: Vec<usize> = if sizes.is_empty() {
+        let d = f
+            .dim(x, a)
+            .ok_or_else(|| ctx.err("an even split needs the split axis to be known"))?;
+        let chunk = d.div_ceil(n_out);
+        (0..n_out)
+            .map(|i| chunk.min(d.saturating_sub(i * chunk)))
+            .collect()
+    } else {
+        sizes
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| ctx.err(format!("negative split {v}"))))
+            .collect::<Result<_>>()?
+    };
+    if sizes.len() != n_out {
+        return Err(ctx.err(format!("{} split sizes for {n_out} outputs", sizes.len())));
+    }
+    let mut start = 0usize;
+    let mut outs = Vec::with_capacity(n_out);
+    for len in sizes {
+        outs.push((f.narrow(x, a as isize, start, len)?, None));
+        start += len;
+    }
+    Ok(outs)
 }
