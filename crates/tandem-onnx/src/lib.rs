@@ -23,5 +23,7 @@ pub use export::{
     export, save, to_model_proto, ExportGraph, ExportInput, ExportNode, Recorded, Recorder,
     RecorderHooks, ValueRef,
 };
-pub use import::{import, parse, parse_file, GraphInput, ImportHooks, Imported, ParsedModel};
+pub use import::{
+    import, import_bytes, parse, parse_file, GraphInput, ImportHooks, Imported, ParsedModel,
+};
 pub use model::{EvalHooks, OnnxModel};

@@ -404,3 +404,61 @@ fn normalizations_split_size_and_more_activations() {
         .collect();
     assert_close(&o[6], &want, &[1, 2, 3]);
 }
+
+/// Hooks that record which names became placeholders and parameters.
+#[derive(Default)]
+struct Naming {
+    placeholders: Vec<(String, Vec<Option<usize>>)>,
+    params: Vec<String>,
+}
+
+impl tandem_onnx::ImportHooks<Recorder> for Naming {
+    fn placeholder(
+        &mut self,
+        r: &Recorder,
+        name: &str,
+        dtype: DType,
+        dims: &[Option<usize>],
+    ) -> tandem_tensor::Result<tandem_onnx::Recorded> {
+        self.placeholders.push((name.to_string(), dims.to_vec()));
+        Ok(r.input(name, dtype, dims))
+    }
+    fn initializer(
+        &mut self,
+        r: &Recorder,
+        name: &str,
+        t: &Tensor,
+    ) -> tandem_tensor::Result<tandem_onnx::Recorded> {
+        self.params.push(name.to_string());
+        Ok(r.initializer(name, t.clone()))
+    }
+}
+
+#[test]
+fn only_float_initializers_become_parameters() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/onnx");
+    let bytes = std::fs::read(dir.join("multiop.onnx")).unwrap();
+    let parsed = parse(&bytes).unwrap();
+    let ints: Vec<&str> = parsed
+        .initializers
+        .iter()
+        .filter(|(_, t)| !t.dtype().is_float())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(!ints.is_empty(), "multiop has an int64 reshape shape");
+    let mut hooks = Naming::default();
+    let rec = Recorder::new();
+    tandem_onnx::import_bytes(&bytes, &rec, &mut hooks).unwrap();
+    assert_eq!(
+        hooks.placeholders,
+        vec![("x".to_string(), vec![Some(2), Some(3), Some(8), Some(8)])]
+    );
+    let floats = parsed
+        .initializers
+        .iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .count();
+    assert_eq!(hooks.params.len(), floats);
+    assert!(hooks.params.iter().all(|p| !ints.contains(&p.as_str())));
+}

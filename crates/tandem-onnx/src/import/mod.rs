@@ -82,8 +82,9 @@ pub trait ImportHooks<E: Emit> {
         dims: &[Dim],
     ) -> Result<E::Value>;
 
-    /// A value for initializer `name`: a trainable variable in graph mode, a constant in
-    /// evaluation.
+    /// A value for the float initializer `name` (a parameter): a trainable variable in graph
+    /// mode, a constant in evaluation. Integer and bool initializers (shapes, axes, indices)
+    /// are not parameters: they become constants of the emitter where a node needs them.
     fn initializer(&mut self, emitter: &E, name: &str, tensor: &Tensor) -> Result<E::Value>;
 }
 
@@ -282,6 +283,15 @@ struct Entry<V> {
     trainable: bool,
 }
 
+/// [`parse`]s `bytes` and [`import`]s the model through `emitter`.
+pub fn import_bytes<E: Emit, H: ImportHooks<E>>(
+    bytes: &[u8],
+    emitter: &E,
+    hooks: &mut H,
+) -> Result<Imported<E::Value>> {
+    import(&parse(bytes)?, emitter, hooks)
+}
+
 /// Imports a parsed model through `emitter`: graph inputs become values through
 /// `hooks.placeholder`, initializers through `hooks.initializer`, every node is mapped to
 /// Tandem ops, and the graph outputs are returned by name.
@@ -308,13 +318,20 @@ pub fn import<E: Emit, H: ImportHooks<E>>(
     }
     let mut env: HashMap<String, Entry<E::Value>> = HashMap::new();
     for (name, t) in &model.initializers {
-        let v = hooks
-            .initializer(emitter, name, t)
-            .map_err(|e| e.context(format!("initializer '{name}'")))?;
+        // Float initializers are parameters; integer and bool ones (shapes, axes, indices)
+        // are constants, emitted only if a node needs them at run time.
+        let value = if t.dtype().is_float() {
+            let v = hooks
+                .initializer(emitter, name, t)
+                .map_err(|e| e.context(format!("initializer '{name}'")))?;
+            Some(v)
+        } else {
+            None
+        };
         env.insert(
             name.clone(),
             Entry {
-                value: Some(v),
+                value,
                 known: Some(Known::Full(t.clone())),
                 trainable: t.dtype().is_float(),
             },
