@@ -193,3 +193,44 @@ fn model_level_problems_are_errors() {
     let e = parse(&m.encode_to_vec()).unwrap_err().to_string();
     assert!(e.contains("no opset"), "{e}");
 }
+
+#[test]
+fn deeply_nested_subgraphs_are_an_error_not_a_stack_overflow() {
+    use prost::Message;
+    use tandem_onnx::proto::{
+        attr_type, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
+    };
+    // Nest the encoded bytes by hand (no deep recursion on our side): graph -> node ->
+    // attribute -> graph -> ...
+    fn wrap_field(tag: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+    let mut graph = GraphProto::default().encode_to_vec();
+    for _ in 0..1000 {
+        let mut attr = AttributeProto {
+            name: "body".into(),
+            r#type: attr_type::GRAPH,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        attr.extend(wrap_field(6, &graph)); // AttributeProto.g
+        let node = wrap_field(5, &attr); // NodeProto.attribute
+        graph = wrap_field(1, &node); // GraphProto.node
+    }
+    let mut model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    model.extend(wrap_field(7, &graph)); // ModelProto.graph
+    let e = parse(&model).unwrap_err().to_string();
+    assert!(e.contains("cannot decode"), "{e}");
+}
