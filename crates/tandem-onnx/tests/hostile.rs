@@ -234,3 +234,74 @@ fn deeply_nested_subgraphs_are_an_error_not_a_stack_overflow() {
     let e = parse(&model).unwrap_err().to_string();
     assert!(e.contains("cannot decode"), "{e}");
 }
+
+#[test]
+fn absurd_sizes_from_attributes_are_refused() {
+    let x = || vec![Tensor::zeros(&[1, 1, 2, 2], DType::F32)];
+    let dims: &[Option<usize>] = &[Some(1), Some(1), Some(2), Some(2)];
+    let w = Tensor::ones(&[1, 1, 1, 1], DType::F32);
+    // Conv padded by 60000 on every side: a 1.4e10-element output.
+    let conv = node(
+        "Conv",
+        &["x", "w"],
+        &["y"],
+        vec![ais("pads", &[60000, 60000, 60000, 60000])],
+    );
+    let b = model(13, &[("x", dims)], &[("w", w)], vec![conv], &["y"]);
+    let e = OnnxModel::from_bytes(&b)
+        .unwrap()
+        .run(&x())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too large"), "{e}");
+    // Pads beyond the attribute bound.
+    let pool = node(
+        "MaxPool",
+        &["x"],
+        &["y"],
+        vec![ais("kernel_shape", &[1 << 40, 2])],
+    );
+    let b = model(13, &[("x", dims)], &[], vec![pool], &["y"]);
+    let e = OnnxModel::from_bytes(&b)
+        .unwrap()
+        .run(&x())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kernel_shape"), "{e}");
+    // Expand and Pad to huge shapes.
+    let ex = node("Expand", &["x", "s"], &["y"], vec![]);
+    let b = model(
+        13,
+        &[("x", dims)],
+        &[("s", i64s(&[1 << 20, 1 << 20, 2, 2]))],
+        vec![ex],
+        &["y"],
+    );
+    let e = OnnxModel::from_bytes(&b)
+        .unwrap()
+        .run(&x())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too large"), "{e}");
+    let pad = node("Pad", &["x", "p"], &["y"], vec![]);
+    let p = i64s(&[0, 0, 1 << 14, 1 << 14, 0, 0, 1 << 14, 1 << 14]);
+    let b = model(13, &[("x", dims)], &[("p", p)], vec![pad], &["y"]);
+    let e = OnnxModel::from_bytes(&b)
+        .unwrap()
+        .run(&x())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too large"), "{e}");
+    // A reshape target whose product overflows.
+    let r = node("Reshape", &["x", "s"], &["y"], vec![]);
+    let s = i64s(&[1 << 40, 1 << 40, -1, 0]);
+    let b = model(
+        13,
+        &[("x", &[None, Some(1), Some(2), Some(2)])],
+        &[("s", s)],
+        vec![r],
+        &["y"],
+    );
+    let e = OnnxModel::from_bytes(&b).unwrap().run(&x()).unwrap_err();
+    assert!(!e.to_string().is_empty());
+}

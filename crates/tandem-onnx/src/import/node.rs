@@ -262,6 +262,26 @@ pub(crate) fn const_tensor<V>(arg: &Arg<V>) -> Option<&Tensor> {
     }
 }
 
+/// Most elements a tensor whose shape comes from values in the file (ConstantOfShape,
+/// Expand, Pad) may have: a lying file must not trigger an absurd allocation.
+pub(crate) const MAX_CREATED_ELEMENTS: usize = 1 << 28;
+
+/// Checks that a tensor of `dims` (unknown dims ignored) stays under
+/// [`MAX_CREATED_ELEMENTS`].
+pub(crate) fn check_created(ctx: &NodeCtx<'_>, what: &str, dims: &[Option<usize>]) -> Result<()> {
+    let n = dims
+        .iter()
+        .flatten()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n.is_none_or(|n| n > MAX_CREATED_ELEMENTS) {
+        return Err(ctx.err(format!(
+            "{what} of shape {} is too large (limit {MAX_CREATED_ELEMENTS} elements)",
+            tandem_ir::infer::fmt_shape(dims)
+        )));
+    }
+    Ok(())
+}
+
 /// Normalizes an ONNX axis (negative counts from the end) against `rank`.
 pub(crate) fn axis(ctx: &NodeCtx<'_>, a: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;

@@ -1,6 +1,6 @@
 //! Convolution, pooling and batch normalization over NCHW tensors.
 
-use super::node::{one, opt, req, Arg, NodeCtx, Outs};
+use super::node::{check_created, one, opt, req, Arg, NodeCtx, Outs};
 use tandem_ir::{Emit, EmitExt, Functional, Op};
 use tandem_tensor::{Conv2dParams, Pool2dParams, ReduceOp, Result};
 
@@ -26,13 +26,18 @@ pub(super) fn apply<F: Emit>(
     })
 }
 
+/// Bound on kernel sizes, strides, dilations and pads read from a file.
+const LIMIT: i64 = 1 << 16;
+
 fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize) -> Result<[usize; 2]> {
     match ctx.ints(name)? {
         None => Ok([default; 2]),
         Some(v) => match v.as_slice() {
-            [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+            [a, b] if (0..=LIMIT).contains(a) && (0..=LIMIT).contains(b) => {
+                Ok([*a as usize, *b as usize])
+            }
             _ => Err(ctx.err(format!(
-                "{name} {v:?} must hold 2 non-negative values (2-D only)"
+                "{name} {v:?} must hold 2 values in 0..={LIMIT} (2-D only)"
             ))),
         },
     }
@@ -51,10 +56,10 @@ fn spatial_pads(
         "NOTSET" => match ctx.ints("pads")? {
             None => Ok([(0, 0); 2]),
             Some(p) => match p.as_slice() {
-                [hb, wb, he, we] if p.iter().all(|&v| v >= 0) => {
+                [hb, wb, he, we] if p.iter().all(|v| (0..=LIMIT).contains(v)) => {
                     Ok([(*hb as usize, *he as usize), (*wb as usize, *we as usize)])
                 }
-                _ => Err(ctx.err(format!("pads {p:?} must hold 4 non-negative values"))),
+                _ => Err(ctx.err(format!("pads {p:?} must hold 4 values in 0..={LIMIT}"))),
             },
         },
         "VALID" => Ok([(0, 0); 2]),
@@ -80,6 +85,32 @@ fn spatial_pads(
         }
         other => Err(ctx.err(format!("unknown auto_pad '{other}'"))),
     }
+}
+
+/// Checks the padded input and the output of a window op against the allocation bound
+/// before anything is computed (pads and strides come from the file).
+fn check_geometry<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    x: &F::Value,
+    pads: [(usize, usize); 2],
+    out_channels: Option<usize>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<()> {
+    let mut padded = f.shape(x);
+    let mut out = padded.clone();
+    for i in 0..2 {
+        padded[i + 2] = padded[i + 2].map(|d| d + pads[i].0 + pads[i].1);
+        let eff = dilation[i] * (kernel[i].max(1) - 1) + 1;
+        out[i + 2] = padded[i + 2].map(|p| p.saturating_sub(eff) / stride[i].max(1) + 2);
+    }
+    if out_channels.is_some() {
+        out[1] = out_channels;
+    }
+    check_created(ctx, "padded input", &padded)?;
+    check_created(ctx, "output", &out)
 }
 
 fn check_4d<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<()> {
@@ -128,6 +159,7 @@ fn conv<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs
         return Err(ctx.err(format!("group {groups} must be positive")));
     }
     let pads = spatial_pads(ctx, [f.dim(x, 2), f.dim(x, 3)], kernel, stride, dilation)?;
+    check_geometry(ctx, f, x, pads, f.dim(w, 0), kernel, stride, dilation)?;
     let (x, padding) = pad_explicit(f, x, pads, 0.0)?;
     let p = Conv2dParams {
         stride,
@@ -165,6 +197,7 @@ fn pool<F: Emit>(
             "asymmetric pads {pads:?} with count_include_pad = 0 are not supported"
         )));
     }
+    check_geometry(ctx, f, x, pads, None, kernel, stride, dilation)?;
     let fill = if max { f64::NEG_INFINITY } else { 0.0 };
     let (x, padding) = pad_explicit(f, x, pads, fill)?;
     let p = Pool2dParams {

@@ -1,7 +1,8 @@
 //! Shape and movement ops, constants and casts, with import-time tracking of shape vectors.
 
 use super::node::{
-    axis, const_ints, const_tensor, known_dims, one, opt, req, Arg, Known, NodeCtx, Outs, PDim,
+    axis, check_created, const_ints, const_tensor, known_dims, one, opt, req, Arg, Known, NodeCtx,
+    Outs, PDim,
 };
 use super::ops_math::coerce_2d;
 use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
@@ -134,7 +135,11 @@ fn resolve_target(
             .filter(|a| !copied.contains(a))
             .map(|a| xd[a])
             .product();
-        let known: usize = out.iter().flatten().map(|&v| v as usize).product();
+        let known = out
+            .iter()
+            .flatten()
+            .try_fold(1usize, |acc, &v| acc.checked_mul(v as usize))
+            .ok_or_else(|| ctx.err(format!("target shape {target:?} overflows")))?;
         match (infer_at.as_slice(), rest) {
             ([i], Some(rest)) if only_own_dims && known > 0 && rest % known == 0 => {
                 out[*i] = Some((rest / known) as isize);
@@ -422,10 +427,8 @@ fn constant_of_shape<F: Emit>(
         None => (0.0, DType::F32),
     };
     // Checked against a bound before allocating: the shape comes from the file.
-    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if n.is_none_or(|n| n > (1 << 32)) {
-        return Err(ctx.err(format!("shape {shape:?} is too large")));
-    }
+    let dims: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
+    check_created(ctx, "result", &dims)?;
     one(f.full(&shape, value, dtype)?)
 }
 
@@ -522,6 +525,8 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
             }
         };
     }
+    let dims: Vec<Option<usize>> = out.iter().map(|&d| Some(d)).collect();
+    check_created(ctx, "result", &dims)?;
     one(f.expand(x, &out)?)
 }
 
@@ -554,13 +559,16 @@ fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<
         return Err(ctx.err(format!("pads {pads:?} do not match rank {r}")));
     }
     let mut pp = Vec::with_capacity(r);
+    let mut dims = f.shape(x);
     for i in 0..r {
         let (b, e) = (pads[i], pads[i + r]);
-        if b < 0 || e < 0 {
-            return Err(ctx.err(format!("negative pads {pads:?} are not supported")));
+        if !(0..=1 << 24).contains(&b) || !(0..=1 << 24).contains(&e) {
+            return Err(ctx.err(format!("pads {pads:?} are negative or too large")));
         }
         pp.push((b as usize, e as usize));
+        dims[i] = dims[i].map(|d| d + (b + e) as usize);
     }
+    check_created(ctx, "result", &dims)?;
     one(f.emit(Op::Pad { pads: pp, value }, &[x])?)
 }
 
