@@ -305,3 +305,23 @@ fn absurd_sizes_from_attributes_are_refused() {
     let e = OnnxModel::from_bytes(&b).unwrap().run(&x()).unwrap_err();
     assert!(!e.to_string().is_empty());
 }
+
+#[test]
+fn absurd_ranks_are_refused() {
+    let axes: Vec<i64> = (0..1000).collect();
+    let un = node("Unsqueeze", &["x", "a"], &["y"], vec![]);
+    let b = model(
+        13,
+        &[("x", &[Some(2)])],
+        &[("a", i64s(&axes))],
+        vec![un],
+        &["y"],
+    );
+    let x = Tensor::zeros(&[2], DType::F32);
+    let e = OnnxModel::from_bytes(&b)
+        .unwrap()
+        .run(&[x])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rank 1001 is above the limit"), "{e}");
+}

@@ -5,7 +5,7 @@ use super::node::{
     Outs, PDim,
 };
 use super::ops_math::coerce_2d;
-use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
+use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto, MAX_RANK};
 use tandem_ir::{Emit, EmitExt, Op};
 use tandem_tensor::{DType, Result, Tensor};
 
@@ -56,6 +56,14 @@ fn vector_of<V>(a: &Arg<V>) -> Option<Vec<PDim>> {
     }
 }
 
+/// Results of rank above [`MAX_RANK`] are refused (ranks come from the file).
+fn check_rank(ctx: &NodeCtx<'_>, rank: usize) -> Result<()> {
+    if rank > MAX_RANK {
+        return Err(ctx.err(format!("rank {rank} is above the limit of {MAX_RANK}")));
+    }
+    Ok(())
+}
+
 /// `Known::Partial` unless every entry is known (then the folder has the tensor anyway).
 fn partial(v: Option<Vec<PDim>>) -> Option<Known> {
     v.filter(|v| v.iter().any(|d| matches!(d, PDim::Dim(..))))
@@ -70,6 +78,7 @@ fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
     } else {
         known_dims(ctx, req(ctx, args, 1)?, "shape")?
     };
+    check_rank(ctx, shape.len())?;
     let allowzero = ctx.opset >= 14 && ctx.int("allowzero", 0)? != 0;
     let data_name = ctx.proto.input.first().cloned().unwrap_or_default();
     let xd = f.shape(&x.value);
@@ -217,6 +226,7 @@ fn unsqueeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result
     let x = req(ctx, args, 0)?;
     let axes = axes_of::<F>(ctx, args)?.ok_or_else(|| ctx.err("axes are required"))?;
     let out_rank = f.rank(&x.value) + axes.len();
+    check_rank(ctx, out_rank)?;
     let mut axes: Vec<usize> = axes
         .iter()
         .map(|&a| axis(ctx, a, out_rank))
@@ -412,6 +422,7 @@ fn constant_of_shape<F: Emit>(
     args: &Args<F::Value>,
 ) -> Result<Outs<F::Value>> {
     let shape = const_ints(ctx, req(ctx, args, 0)?, "shape")?;
+    check_rank(ctx, shape.len())?;
     let shape: Vec<usize> = shape
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| ctx.err(format!("negative dim in {shape:?}"))))
@@ -510,6 +521,7 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     let shape = const_ints(ctx, req(ctx, args, 1)?, "shape")?;
     let xd = f.shape(x);
     let out_rank = xd.len().max(shape.len());
+    check_rank(ctx, out_rank)?;
     let mut out = vec![0usize; out_rank];
     for (i, o) in out.iter_mut().enumerate() {
         let xi = (i + xd.len()).checked_sub(out_rank).map(|j| xd[j]);
