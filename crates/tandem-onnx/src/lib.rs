@@ -2,10 +2,10 @@
 //!
 //! ONNX interchange for Tandem, written against `tandem-ir` so that every execution mode can
 //! use it:
-//! - [`import`]: an `.onnx` model applied through any [`tandem_ir::Emit`]; graph inputs and
+//! - [`mod@import`]: an `.onnx` model applied through any [`tandem_ir::Emit`]; graph inputs and
 //!   initializers become values through [`ImportHooks`] (placeholders and variables in graph
 //!   mode, fed tensors and constants in [`OnnxModel`], which runs models on plain tensors);
-//! - [`export`]: a neutral description of an inference graph ([`ExportGraph`], which
+//! - [`mod@export`]: a neutral description of an inference graph ([`ExportGraph`], which
 //!   [`Recorder`] builds from any code written against `EmitExt` / `Functional`) written as
 //!   an ONNX model at opset 13 or 17.
 //!
