@@ -462,3 +462,37 @@ fn only_float_initializers_become_parameters() {
     assert_eq!(hooks.params.len(), floats);
     assert!(hooks.params.iter().all(|p| !ints.contains(&p.as_str())));
 }
+
+#[test]
+fn one_dimensional_conv_and_pool() {
+    // [N=1, C=1, W=5], kernel [1, 1, 3] of ones, pads 1, stride 2; then MaxPool k=2.
+    let x = f32s(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1, 1, 5]);
+    let nodes = vec![
+        node(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![ais("pads", &[1, 1]), ais("strides", &[2])],
+        ),
+        node("MaxPool", &["x"], &["m"], vec![ais("kernel_shape", &[2])]),
+        node(
+            "AveragePool",
+            &["x"],
+            &["a"],
+            vec![ais("kernel_shape", &[3]), ais("pads", &[1, 1])],
+        ),
+    ];
+    let inits = [("w", Tensor::ones(&[1, 1, 3], DType::F32))];
+    let bytes = model(
+        13,
+        &[("x", &[None, Some(1), Some(5)])],
+        &inits,
+        nodes,
+        &["c", "m", "a"],
+    );
+    let o = run(&bytes, &[x]);
+    assert_close(&o[0], &[3.0, 9.0, 9.0], &[1, 1, 3]);
+    assert_close(&o[1], &[2.0, 3.0, 4.0, 5.0], &[1, 1, 4]);
+    // count_include_pad = 0 (the default): edge windows average 2 values.
+    assert_close(&o[2], &[1.5, 2.0, 3.0, 4.0, 4.5], &[1, 1, 5]);
+}

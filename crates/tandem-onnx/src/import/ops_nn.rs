@@ -29,15 +29,16 @@ pub(super) fn apply<F: Emit>(
 /// Bound on kernel sizes, strides, dilations and pads read from a file.
 const LIMIT: i64 = 1 << 16;
 
-fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize) -> Result<[usize; 2]> {
+/// A 2-D window attribute; a 1-D op (`nd == 1`) is lifted to 2-D with a height of 1.
+fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize, nd: usize) -> Result<[usize; 2]> {
+    let ok = |v: &i64| (0..=LIMIT).contains(v);
     match ctx.ints(name)? {
         None => Ok([default; 2]),
-        Some(v) => match v.as_slice() {
-            [a, b] if (0..=LIMIT).contains(a) && (0..=LIMIT).contains(b) => {
-                Ok([*a as usize, *b as usize])
-            }
+        Some(v) => match (nd, v.as_slice()) {
+            (2, [a, b]) if ok(a) && ok(b) => Ok([*a as usize, *b as usize]),
+            (1, [a]) if ok(a) => Ok([1, *a as usize]),
             _ => Err(ctx.err(format!(
-                "{name} {v:?} must hold 2 values in 0..={LIMIT} (2-D only)"
+                "{name} {v:?} must hold {nd} value(s) in 0..={LIMIT} (1-D and 2-D ops only)"
             ))),
         },
     }
@@ -50,16 +51,23 @@ fn spatial_pads(
     kernel: [usize; 2],
     stride: [usize; 2],
     dilation: [usize; 2],
+    nd: usize,
 ) -> Result<[(usize, usize); 2]> {
     let auto = ctx.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
     match auto.as_str() {
         "NOTSET" => match ctx.ints("pads")? {
             None => Ok([(0, 0); 2]),
             Some(p) => match p.as_slice() {
-                [hb, wb, he, we] if p.iter().all(|v| (0..=LIMIT).contains(v)) => {
+                [hb, wb, he, we] if nd == 2 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
                     Ok([(*hb as usize, *he as usize), (*wb as usize, *we as usize)])
                 }
-                _ => Err(ctx.err(format!("pads {p:?} must hold 4 values in 0..={LIMIT}"))),
+                [b, e] if nd == 1 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
+                    Ok([(0, 0), (*b as usize, *e as usize)])
+                }
+                _ => Err(ctx.err(format!(
+                    "pads {p:?} must hold {} values in 0..={LIMIT}",
+                    2 * nd
+                ))),
             },
         },
         "VALID" => Ok([(0, 0); 2]),
@@ -113,14 +121,25 @@ fn check_geometry<F: Emit>(
     check_created(ctx, "output", &out)
 }
 
-fn check_4d<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<()> {
-    if f.rank(x) != 4 {
-        return Err(ctx.err(format!(
-            "only 2-D (NCHW, rank 4) inputs are supported, got rank {}",
-            f.rank(x)
-        )));
+/// The number of spatial dims of an `[N, C, ...]` input (1 or 2) and the input lifted to
+/// 4-D (1-D inputs get a height of 1 at axis 2).
+fn lift<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<(usize, F::Value)> {
+    match f.rank(x) {
+        4 => Ok((2, x.clone())),
+        3 => Ok((1, f.unsqueeze(x, 2)?)),
+        r => Err(ctx.err(format!(
+            "only 1-D and 2-D (rank 3 or 4, NCW / NCHW) inputs are supported, got rank {r}"
+        ))),
     }
-    Ok(())
+}
+
+/// Undoes [`lift`] on a result.
+fn unlift<F: Emit>(f: &F, y: F::Value, nd: usize) -> Result<F::Value> {
+    if nd == 1 {
+        f.squeeze(&y, 2)
+    } else {
+        Ok(y)
+    }
 }
 
 /// Applies asymmetric padding explicitly; returns the input and the symmetric remainder.
@@ -144,21 +163,30 @@ fn pad_explicit<F: Emit>(
 }
 
 fn conv<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
-    let x = &req(ctx, args, 0)?.value;
-    let w = &req(ctx, args, 1)?.value;
-    check_4d(ctx, f, x)?;
-    check_4d(ctx, f, w)?;
+    let (nd, x) = lift(ctx, f, &req(ctx, args, 0)?.value)?;
+    let (wnd, w) = lift(ctx, f, &req(ctx, args, 1)?.value)?;
+    if wnd != nd {
+        return Err(ctx.err("input and weight ranks differ"));
+    }
+    let (x, w) = (&x, &w);
     let kernel = match (f.dim(w, 2), f.dim(w, 3)) {
         (Some(a), Some(b)) => [a, b],
-        _ => pair(ctx, "kernel_shape", 0)?,
+        _ => pair(ctx, "kernel_shape", 0, nd)?,
     };
-    let stride = pair(ctx, "strides", 1)?;
-    let dilation = pair(ctx, "dilations", 1)?;
+    let stride = pair(ctx, "strides", 1, nd)?;
+    let dilation = pair(ctx, "dilations", 1, nd)?;
     let groups = ctx.int("group", 1)?;
     if groups < 1 {
         return Err(ctx.err(format!("group {groups} must be positive")));
     }
-    let pads = spatial_pads(ctx, [f.dim(x, 2), f.dim(x, 3)], kernel, stride, dilation)?;
+    let pads = spatial_pads(
+        ctx,
+        [f.dim(x, 2), f.dim(x, 3)],
+        kernel,
+        stride,
+        dilation,
+        nd,
+    )?;
     check_geometry(ctx, f, x, pads, f.dim(w, 0), kernel, stride, dilation)?;
     let (x, padding) = pad_explicit(f, x, pads, 0.0)?;
     let p = Conv2dParams {
@@ -168,7 +196,7 @@ fn conv<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs
         groups: groups as usize,
     };
     let b = opt(args, 2).map(|a| &a.value);
-    one(f.conv2d(&x, w, b, p)?)
+    one(unlift(f, f.conv2d(&x, w, b, p)?, nd)?)
 }
 
 fn pool<F: Emit>(
@@ -177,20 +205,27 @@ fn pool<F: Emit>(
     args: &Args<F::Value>,
     max: bool,
 ) -> Result<Outs<F::Value>> {
-    let x = &req(ctx, args, 0)?.value;
-    check_4d(ctx, f, x)?;
+    let (nd, x) = lift(ctx, f, &req(ctx, args, 0)?.value)?;
+    let x = &x;
     let kernel = match ctx.ints("kernel_shape")? {
-        Some(_) => pair(ctx, "kernel_shape", 1)?,
+        Some(_) => pair(ctx, "kernel_shape", 1, nd)?,
         None => return Err(ctx.err("kernel_shape is required")),
     };
-    let stride = pair(ctx, "strides", 1)?;
-    let dilation = pair(ctx, "dilations", 1)?;
+    let stride = pair(ctx, "strides", 1, nd)?;
+    let dilation = pair(ctx, "dilations", 1, nd)?;
     let ceil_mode = ctx.int("ceil_mode", 0)? != 0;
     let include_pad = ctx.int("count_include_pad", 0)? != 0;
     if !max && dilation != [1, 1] {
         return Err(ctx.err("dilated average pooling is not supported"));
     }
-    let pads = spatial_pads(ctx, [f.dim(x, 2), f.dim(x, 3)], kernel, stride, dilation)?;
+    let pads = spatial_pads(
+        ctx,
+        [f.dim(x, 2), f.dim(x, 3)],
+        kernel,
+        stride,
+        dilation,
+        nd,
+    )?;
     let symmetric = pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1;
     if !max && !symmetric && !include_pad {
         return Err(ctx.err(format!(
@@ -208,11 +243,12 @@ fn pool<F: Emit>(
         ceil_mode,
         count_include_pad: include_pad,
     };
-    one(if max {
+    let y = if max {
         f.max_pool2d(&x, p)?
     } else {
         f.avg_pool2d(&x, p)?
-    })
+    };
+    one(unlift(f, y, nd)?)
 }
 
 fn global_pool<F: Emit>(
