@@ -346,20 +346,19 @@ fn imported_fixture_re_exports() {
 }
 
 #[test]
-fn unused_initializers_are_left_out() {
+fn dead_nodes_and_unused_initializers_are_left_out() {
     let rec = Recorder::new();
     let x = rec.input("input", DType::F32, &[None, Some(2)]);
     let w = rec.initializer("w", Tensor::ones(&[2, 2], DType::F32));
     rec.initializer("unused", Tensor::ones(&[3], DType::F32));
+    let dead_w = rec.initializer("dead_w", Tensor::ones(&[2, 2], DType::F32));
     let y = rec.matmul(&x, &w).unwrap();
+    let _dead = rec.relu(&rec.matmul(&x, &dead_w).unwrap()).unwrap();
     rec.output("logits", &y);
     let m = ModelProto::decode(export(&rec.finish(), 13).unwrap().as_slice()).unwrap();
-    let names: Vec<String> = m
-        .graph
-        .unwrap()
-        .initializer
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let g = m.graph.unwrap();
+    let names: Vec<String> = g.initializer.into_iter().map(|t| t.name).collect();
     assert_eq!(names, vec!["w".to_string()]);
+    let ops: Vec<String> = g.node.into_iter().map(|n| n.op_type).collect();
+    assert_eq!(ops, vec!["MatMul".to_string()]);
 }

@@ -173,7 +173,8 @@ fn export_err(msg: impl Into<String>) -> Error {
 
 /// Builds the ONNX model of `g` at `opset` (13 or 17; IR version 7 or 8).
 ///
-/// Initializers that no node or output uses are left out of the file.
+/// Nodes that no graph output depends on, and initializers that no remaining node or output
+/// uses, are left out of the file.
 /// Graph inputs and outputs keep their names; dynamic dims are symbolic (`N` for the first
 /// dim, the batch). A node whose op has no ONNX mapping (random ops, gradient-only ops,
 /// losses) is an error naming the node.
@@ -202,12 +203,33 @@ pub fn to_model_proto(g: &ExportGraph, opset: i64) -> Result<ModelProto> {
             )));
         }
     }
-    // Initializers no node or output uses (e.g. shape tensors folded away at import) are
-    // left out.
+    // Nodes no output depends on, and initializers no such node or output uses (e.g. shape
+    // tensors folded away at import), are left out.
+    let mut live = vec![false; g.nodes.len()];
+    for (_, r) in &g.outputs {
+        if let ValueRef::Node(i) = r {
+            if let Some(l) = live.get_mut(*i) {
+                *l = true;
+            }
+        }
+    }
+    for i in (0..g.nodes.len()).rev() {
+        if live[i] {
+            for r in &g.nodes[i].inputs {
+                if let ValueRef::Node(j) = r {
+                    if let Some(l) = live.get_mut(*j) {
+                        *l = true;
+                    }
+                }
+            }
+        }
+    }
     let used: HashSet<usize> = g
         .nodes
         .iter()
-        .flat_map(|n| n.inputs.iter())
+        .zip(&live)
+        .filter(|(_, l)| **l)
+        .flat_map(|(n, _)| n.inputs.iter())
         .chain(g.outputs.iter().map(|(_, r)| r))
         .filter_map(|r| match r {
             ValueRef::Initializer(i) => Some(*i),
@@ -277,6 +299,7 @@ pub fn to_model_proto(g: &ExportGraph, opset: i64) -> Result<ModelProto> {
             None => b.fresh(&n.name),
         };
         match &n.op {
+            _ if !live[i] => {}
             Op::Constant(t) if !node_out.contains_key(&i) => inits.push(tensor_to_proto(&out, t)?),
             Op::Constant(t) => {
                 let attr = a_tensor("value", t)?;
