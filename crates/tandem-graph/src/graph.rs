@@ -409,7 +409,13 @@ impl Graph {
         let mut d = self.write()?;
         let name = d.unique_name(base);
         let info = infer_info().map_err(|e| e.context(name.clone()))?;
-        let mut control_inputs: Vec<usize> = d.control.iter().flatten().copied().collect();
+        // Sources (placeholders, variables) never wait for anything.
+        let source = matches!(kind, NodeKind::Placeholder | NodeKind::Variable(_));
+        let mut control_inputs: Vec<usize> = if source {
+            vec![]
+        } else {
+            d.control.iter().flatten().copied().collect()
+        };
         control_inputs.extend(control.iter().map(|o| o.id));
         control_inputs.sort_unstable();
         control_inputs.dedup();

@@ -46,4 +46,6 @@ pub use optim::{Adam, AdamW, GradientDescent, LearningRate, Momentum, Optimizer,
 pub use passes::Pass;
 pub use plan::{Plan, PlanGraph};
 pub use session::{Callable, Session, SessionOptions};
+/// The IR traits graph building goes through (re-exported for convenience).
+pub use tandem_ir::{Emit, EmitExt, Functional};
 pub use update::Update;

@@ -156,11 +156,11 @@ fn build_train_op(
         applies.push(apply);
     }
     let refs: Vec<&Output> = applies.iter().collect();
-    let _scope = g.scope(name);
-    let _deps = g.control_dependencies(&refs)?;
-    let one = g.constant(Tensor::scalar(1i64))?;
-    let inc = g.assign_add(&iterations, &one)?;
     let step = g.global_step()?;
+    let _scope = g.scope(name);
+    let one = g.constant(Tensor::scalar(1i64))?;
+    let _deps = g.control_dependencies(&refs)?;
+    let inc = g.assign_add(&iterations, &one)?;
     let inc_step = g.assign_add(&step, &one)?;
     g.group(&[&inc, &inc_step])
 }
