@@ -130,6 +130,10 @@ pub(crate) struct GraphData {
 }
 
 impl GraphData {
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     fn prefix(&self) -> String {
         let mut p = String::new();
         for s in &self.scopes {
@@ -438,6 +442,46 @@ impl Graph {
             id,
             info: Arc::new(info),
             name: Arc::from(name.as_str()),
+        })
+    }
+
+    /// A graph from nodes (checked: unique names, inputs that name earlier nodes, variable
+    /// indices in creation order, assigns and updates that name variables).
+    pub(crate) fn from_nodes(nodes: Vec<Node>, seed: u64) -> Result<Graph> {
+        let mut d = GraphData {
+            seed,
+            ..GraphData::default()
+        };
+        let bad = |msg: String| Error::format("tandem graph", msg);
+        for (id, n) in nodes.into_iter().enumerate() {
+            if n.inputs.iter().chain(&n.control_inputs).any(|&i| i >= id) {
+                return Err(bad(format!("node `{}` refers to a later node", n.name)));
+            }
+            if d.names.insert(n.name.clone(), id).is_some() {
+                return Err(bad(format!("two nodes are named `{}`", n.name)));
+            }
+            if let NodeKind::Variable(v) = &n.kind {
+                if v.index != d.variables.len() {
+                    return Err(bad(format!("variable `{}` is out of order", n.name)));
+                }
+                if n.name == "global_step" {
+                    d.global_step = Some(id);
+                }
+                d.variables.push(id);
+            }
+            let vars_named: Vec<usize> = match &n.kind {
+                NodeKind::Assign { var, .. } => vec![*var],
+                NodeKind::Apply(a) => std::iter::once(a.var).chain(a.slots.clone()).collect(),
+                NodeKind::InitVariables(v) => v.clone(),
+                _ => vec![],
+            };
+            if vars_named.iter().any(|&v| v >= d.variables.len()) {
+                return Err(bad(format!("node `{}` names an unknown variable", n.name)));
+            }
+            d.nodes.push(n);
+        }
+        Ok(Graph {
+            inner: Arc::new(RwLock::new(d)),
         })
     }
 

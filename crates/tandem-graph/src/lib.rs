@@ -36,6 +36,8 @@ pub mod ops;
 pub mod optim;
 pub mod passes;
 pub mod plan;
+pub mod saver;
+pub mod serialize;
 pub mod session;
 pub mod update;
 
@@ -45,6 +47,7 @@ pub use init::Initializer;
 pub use optim::{Adam, AdamW, GradientDescent, LearningRate, Momentum, Optimizer, RmsProp};
 pub use passes::Pass;
 pub use plan::{Plan, PlanGraph};
+pub use saver::Saver;
 pub use session::{Callable, Session, SessionOptions};
 /// The IR traits graph building goes through (re-exported for convenience).
 pub use tandem_ir::{Emit, EmitExt, Functional};
