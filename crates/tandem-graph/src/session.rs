@@ -2,7 +2,7 @@
 
 use crate::exec::{execute, VarStore};
 use crate::graph::{Graph, NodeKind, Output};
-use crate::passes::{default_passes, run_passes};
+use crate::passes::{default_passes, run_passes, Pass};
 use crate::plan::{Plan, PlanGraph};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -46,13 +46,25 @@ impl Shared {
 
 /// Runs a graph (`tf.Session`). Holds the variables' values and a cache of compiled plans
 /// keyed by (fetches, feeds). `Send + Sync`: [`Session::run`] may be called from many threads.
-#[derive(Debug)]
 pub struct Session {
     graph: Graph,
     options: SessionOptions,
+    passes: Vec<Box<dyn Pass>>,
     shared: Arc<Shared>,
     cache: Mutex<HashMap<PlanKey, Arc<Plan>>>,
     compiles: AtomicUsize,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.passes.iter().map(|p| p.name()).collect();
+        f.debug_struct("Session")
+            .field("graph", &self.graph)
+            .field("options", &self.options)
+            .field("passes", &names)
+            .field("compiles", &self.compile_count())
+            .finish()
+    }
 }
 
 fn poisoned() -> Error {
@@ -68,6 +80,15 @@ impl Session {
     /// A session with options; variables initialized.
     pub fn with_options(graph: &Graph, options: SessionOptions) -> Result<Session> {
         let s = Session::uninitialized_with(graph, options)?;
+        s.initialize_variables()?;
+        Ok(s)
+    }
+
+    /// A session (variables initialized) whose plans run `passes` instead of
+    /// [`default_passes`] (e.g. with a fusion pass added).
+    pub fn with_passes(graph: &Graph, passes: Vec<Box<dyn Pass>>) -> Result<Session> {
+        let mut s = Session::uninitialized_with(graph, SessionOptions::default())?;
+        s.passes = passes;
         s.initialize_variables()?;
         Ok(s)
     }
@@ -95,6 +116,7 @@ impl Session {
         Ok(Session {
             graph: graph.clone(),
             options,
+            passes: default_passes(),
             shared: Arc::new(Shared {
                 vars: VarStore::default(),
                 runs: AtomicU64::new(0),
@@ -153,7 +175,7 @@ impl Session {
             PlanGraph::extract(&g, fetch_ids, feed_ids)?
         };
         if self.options.optimize {
-            run_passes(&mut pg, &default_passes())?;
+            run_passes(&mut pg, &self.passes)?;
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);
         Plan::schedule(&pg)

@@ -224,3 +224,72 @@ proptest! {
         }
     }
 }
+
+/// A fused kernel put in place of `relu(a + b)` by a custom pass.
+#[derive(Debug)]
+struct AddRelu;
+
+impl tandem_graph::plan::Kernel for AddRelu {
+    fn name(&self) -> &str {
+        "fused_add_relu"
+    }
+    fn run(&self, inputs: &[&Tensor], _out: Option<Tensor>) -> tandem_tensor::Result<Tensor> {
+        inputs[0]
+            .binary(tandem_tensor::BinaryOp::Add, inputs[1])?
+            .unary(UnaryOp::Relu)
+    }
+}
+
+struct FuseAddRelu;
+
+impl Pass for FuseAddRelu {
+    fn name(&self) -> &str {
+        "fuse_add_relu"
+    }
+    fn run(&self, plan: &mut PlanGraph) -> tandem_tensor::Result<bool> {
+        let mut changed = false;
+        for id in plan.live() {
+            let Some(n) = plan.node(id) else { continue };
+            if !matches!(n.op, PlanOp::Op(Op::Unary(UnaryOp::Relu))) {
+                continue;
+            }
+            let add = n.inputs[0];
+            let Some(a) = plan.node(add) else { continue };
+            if !matches!(a.op, PlanOp::Op(Op::Binary(tandem_tensor::BinaryOp::Add))) {
+                continue;
+            }
+            let fused = tandem_graph::plan::PlanNode {
+                name: format!("{}+{}", a.name, n.name),
+                op: PlanOp::Kernel(std::sync::Arc::new(AddRelu)),
+                inputs: a.inputs.clone(),
+                control: vec![],
+                info: n.info.clone(),
+            };
+            let new = plan.add(fused);
+            plan.replace_uses(id, new);
+            plan.remove(id);
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+#[test]
+fn a_pass_can_replace_a_subgraph_by_a_kernel() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[Some(4)]).unwrap();
+    let b = g
+        .constant(Tensor::from_vec(vec![-1.0f32, 0.0, 1.0, 2.0], &[4]).unwrap())
+        .unwrap();
+    let y = g.relu(&g.add(&x, &b).unwrap()).unwrap();
+    let passes: Vec<Box<dyn Pass>> = vec![Box::new(FuseAddRelu), Box::new(Prune)];
+    let s = Session::with_passes(&g, passes).unwrap();
+    let text = s.explain(&[&y], &[&x]).unwrap();
+    assert!(
+        text.contains("fused_add_relu") && !text.contains("[add]"),
+        "{text}"
+    );
+    let t = Tensor::from_vec(vec![0.5f32, -0.5, 0.0, 1.0], &[4]).unwrap();
+    let out = s.run(&[&y], &[(&x, &t)]).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0, 1.0, 3.0]);
+}
