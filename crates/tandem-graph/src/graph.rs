@@ -567,9 +567,11 @@ impl Graph {
     /// The global step (an int64 non-trainable variable named `global_step`), created on
     /// first use; `minimize` increments it.
     pub fn global_step(&self) -> Result<Output> {
-        if let Some(id) = self.read()?.global_step {
+        {
             let d = self.read()?;
-            return Ok(self.output_of(&d, id));
+            if let Some(id) = d.global_step {
+                return Ok(self.output_of(&d, id));
+            }
         }
         let _root = self.root_scope("");
         let v = self.variable_with("global_step", &[], DType::I64, Initializer::Zeros, false)?;

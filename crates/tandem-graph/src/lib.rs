@@ -13,6 +13,26 @@
 //!   feeds) and cached, optimizer passes ([`passes`]), a [`Callable`] for hot loops, failed
 //!   runs that leave variables untouched.
 //!
+//! ## From TensorFlow 1.x
+//!
+//! | TensorFlow 1.x | Tandem |
+//! |---|---|
+//! | `tf.Graph()` | [`Graph::new`] |
+//! | `tf.constant(t)` | [`Graph::constant`] |
+//! | `tf.placeholder(tf.float32, [None, 784])` | `g.placeholder("x", DType::F32, &[None, Some(784)])` |
+//! | `tf.Variable(init)` / `tf.get_variable` | [`Graph::variable`], [`Graph::variable_with`] |
+//! | `tf.name_scope("fc1")` | `let _s = g.scope("fc1");` |
+//! | `tf.control_dependencies([...])` | `let _c = g.control_dependencies(&[..])?;` |
+//! | `tf.assign`, `tf.assign_add`, `tf.group`, `tf.identity` | [`Graph::assign`], [`Graph::assign_add`], [`Graph::group`], [`Graph::identity`] |
+//! | `tf.gradients(ys, xs, grad_ys)` | [`Graph::gradients`] |
+//! | `tf.train.AdamOptimizer(lr).minimize(loss)` | `Adam::new(lr).minimize(&loss)?` |
+//! | `tf.train.exponential_decay(...)` | [`optim::schedules::exponential_decay`] |
+//! | `tf.global_variables_initializer()` | [`Graph::global_variables_initializer`] |
+//! | `tf.Session(graph=g)` / `sess.run(fetches, feed_dict)` | [`Session::new`] / [`Session::run`] |
+//! | `sess.make_callable(fetches, feeds)` | [`Session::callable`] |
+//! | `tf.train.Saver().save/restore` | [`Saver::save`] / [`Saver::restore`] |
+//! | `tf.train.write_graph` / `import_graph_def` | [`Graph::save`] / [`Graph::load`] |
+//!
 //! ```
 //! use tandem_graph::{Graph, Session};
 //! use tandem_ir::EmitExt;

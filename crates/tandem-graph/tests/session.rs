@@ -288,3 +288,20 @@ fn concurrent_runs_match_serial_runs() {
         }
     });
 }
+
+#[test]
+fn random_ops_draw_new_values_each_run() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[Some(64)]).unwrap();
+    let d = g.dropout(&x, 0.5, true).unwrap();
+    let s = Session::new(&g).unwrap();
+    let t = Tensor::ones(&[64], DType::F32);
+    let a = s.run(&[&d], &[(&x, &t)]).unwrap()[0]
+        .to_vec::<f32>()
+        .unwrap();
+    let b = s.run(&[&d], &[(&x, &t)]).unwrap()[0]
+        .to_vec::<f32>()
+        .unwrap();
+    assert_ne!(a, b);
+    assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
+}
