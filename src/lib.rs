@@ -5,11 +5,15 @@
 //!
 //! - [`tensor`]: the value type (`Tensor`: storage + layout), dtypes, devices, CPU kernels, I/O.
 //! - [`ir`]: the op vocabulary, shape inference, the shared gradient rules and composites.
+//! - [`graph`]: graph mode (TF1 style): `Graph`, `Session`, symbolic gradients, optimizers.
+//! - [`onnx`]: ONNX import and export.
 //! - [`data`]: datasets, the background-thread `DataLoader`, MNIST.
 //!
 //! See `docs/architecture.md` for how the layers fit together.
 pub use tandem_data as data;
+pub use tandem_graph as graph;
 pub use tandem_ir as ir;
+pub use tandem_onnx as onnx;
 pub use tandem_tensor as tensor;
 
 #[cfg(feature = "candle")]
