@@ -9,6 +9,7 @@ pub use tandem_tensor as tensor;
 pub mod prelude {
     // ---- eager mode ----
     pub use tandem_eager::nn::{self, Module};
+    pub use tandem_eager::optim::{self, Optimizer};
     pub use tandem_eager::{
         autograd, manual_seed, no_grad, tensor, DType, Device, Error, Result, Tensor,
     };
