@@ -39,6 +39,7 @@ pub struct AdamW;
 
 impl AdamW {
     /// An Adam optimizer with decoupled weight decay `weight_decay`.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64) -> Adam {
         Adam::new(
             params,
