@@ -178,7 +178,7 @@ pub(crate) fn run_backward(
 /// use tandem_eager::{autograd, Tensor};
 /// let x = Tensor::from_vec(vec![2.0f64], &[]).unwrap().requires_grad_(true);
 /// let y = x.pow(3.0).unwrap();
-/// let dy = autograd::grad(&[y], &[x.clone()], true).unwrap().remove(0).unwrap();
+/// let dy = autograd::grad(&[y], std::slice::from_ref(&x), true).unwrap().remove(0).unwrap();
 /// let d2y = autograd::grad(&[dy], &[x], false).unwrap().remove(0).unwrap();
 /// assert_eq!(d2y.item().unwrap(), 12.0); // 6x
 /// ```

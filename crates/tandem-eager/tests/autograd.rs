@@ -55,7 +55,7 @@ fn second_derivative_of_tanh() {
     let xs = [-1.5, -0.3, 0.0, 0.7, 2.0];
     let x = leaf(&xs, &[5]);
     let y = x.tanh().unwrap().sum_all().unwrap();
-    let g = autograd::grad(&[y], &[x.clone()], true)
+    let g = autograd::grad(&[y], std::slice::from_ref(&x), true)
         .unwrap()
         .remove(0)
         .unwrap();
@@ -86,7 +86,7 @@ fn second_and_third_derivative_of_cube_via_backward() {
     let g = x.grad().unwrap(); // 3x^2, differentiable
     assert!(g.requires_grad());
     close(&g.to_vec::<f64>().unwrap(), &[12.0, 3.0], 0.0);
-    let d2 = autograd::grad(&[g.sum_all().unwrap()], &[x.clone()], true)
+    let d2 = autograd::grad(&[g.sum_all().unwrap()], std::slice::from_ref(&x), true)
         .unwrap()
         .remove(0)
         .unwrap();
@@ -117,7 +117,7 @@ fn hessian_vector_product_of_a_small_mlp_matches_finite_differences() {
     let grad_at = |w: &[f64], create: bool| -> (Tensor, Tensor) {
         let w1 = leaf(w, &[3, 4]);
         let l = mlp_loss(&w1, &w2, &x);
-        let g = autograd::grad(&[l], &[w1.clone()], create)
+        let g = autograd::grad(&[l], std::slice::from_ref(&w1), create)
             .unwrap()
             .remove(0)
             .unwrap();
