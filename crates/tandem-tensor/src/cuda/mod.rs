@@ -19,7 +19,11 @@ mod device;
 #[cfg(feature = "cuda")]
 mod elementwise;
 #[cfg(feature = "cuda")]
+mod index;
+#[cfg(feature = "cuda")]
 mod matmul;
+#[cfg(feature = "cuda")]
+mod optim;
 #[cfg(feature = "cuda")]
 mod reduce;
 #[cfg(feature = "cuda")]
@@ -38,7 +42,11 @@ pub use storage::CudaStorage;
 #[cfg(feature = "cuda")]
 pub(crate) use elementwise::{binary, cast, copy, unary, where_cond};
 #[cfg(feature = "cuda")]
+pub(crate) use index::{broadcast_index, cat, gather, scatter_add};
+#[cfg(feature = "cuda")]
 pub(crate) use matmul::matmul;
+#[cfg(feature = "cuda")]
+pub(crate) use optim::{adam, rmsprop, sgd};
 #[cfg(feature = "cuda")]
 pub(crate) use reduce::{arg_reduce, cross_entropy, reduce, softmax};
 

@@ -174,7 +174,6 @@ impl CudaStorage {
 
     /// Makes the memory owned by this storage alone (copying it on the device when another
     /// tensor shares it), so that it can be written in place.
-    #[allow(dead_code)] // used by the optimizer kernels
     pub(crate) fn make_unique(&mut self, op: &'static str) -> Result<()> {
         if Arc::strong_count(&self.buf) == 1 {
             return Ok(());

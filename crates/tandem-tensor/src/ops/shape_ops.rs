@@ -224,6 +224,10 @@ fn cat_impl(op: &'static str, tensors: &[&Tensor], axis: usize) -> Result<Tensor
             .ok_or_else(|| Error::invalid(op, "the concatenated size overflows"))?;
     }
     checked_numel(op, &shape)?;
+    #[cfg(feature = "cuda")]
+    if tensors.iter().any(|t| t.device().is_cuda()) {
+        return crate::cuda::cat(op, tensors, axis, &shape);
+    }
     let (s, _) = first.cpu(op)?;
     let out = crate::match_cpu_storage!(s, v => cat_typed(v, op, tensors, axis, &shape)?);
     Tensor::from_cpu_storage(out, &shape)
