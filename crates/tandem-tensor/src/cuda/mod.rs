@@ -15,6 +15,8 @@ pub mod source;
 #[cfg(feature = "cuda")]
 mod compile;
 #[cfg(feature = "cuda")]
+mod conv;
+#[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
 mod elementwise;
@@ -24,6 +26,8 @@ mod index;
 mod matmul;
 #[cfg(feature = "cuda")]
 mod optim;
+#[cfg(feature = "cuda")]
+mod pool;
 #[cfg(feature = "cuda")]
 mod reduce;
 #[cfg(feature = "cuda")]
@@ -40,6 +44,8 @@ pub use elementwise::fused_elementwise;
 pub use storage::CudaStorage;
 
 #[cfg(feature = "cuda")]
+pub(crate) use conv::{conv2d, input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
+#[cfg(feature = "cuda")]
 pub(crate) use elementwise::{binary, cast, copy, unary, where_cond};
 #[cfg(feature = "cuda")]
 pub(crate) use index::{broadcast_index, cat, gather, scatter_add};
@@ -47,6 +53,8 @@ pub(crate) use index::{broadcast_index, cat, gather, scatter_add};
 pub(crate) use matmul::matmul;
 #[cfg(feature = "cuda")]
 pub(crate) use optim::{adam, rmsprop, sgd};
+#[cfg(feature = "cuda")]
+pub(crate) use pool::{pool, PoolKind};
 #[cfg(feature = "cuda")]
 pub(crate) use reduce::{arg_reduce, cross_entropy, reduce, softmax};
 
