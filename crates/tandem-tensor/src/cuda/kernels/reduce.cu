@@ -113,8 +113,8 @@ __device__ __forceinline__ A_C tdm_block_sum(A_C v, A_C* buf) {
 #endif
 
 #ifdef SOFTMAX
-// Softmax (log_softmax when `log` is non-zero) of contiguous rows of `k` elements.
-extern "C" __global__ void tdm_softmax(A_T* out, const A_T* in, long long rows, long long k, int log) {
+// Softmax (log_softmax when `want_log` is non-zero) of contiguous rows of `k` elements.
+extern "C" __global__ void tdm_softmax(A_T* out, const A_T* in, long long rows, long long k, int want_log) {
     __shared__ A_C buf[RED_THREADS];
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const A_T* x = in + row * k;
@@ -133,7 +133,7 @@ extern "C" __global__ void tdm_softmax(A_T* out, const A_T* in, long long rows, 
         A_C ls = TDM_LOG(s);
         for (long long j = threadIdx.x; j < k; j += blockDim.x) {
             A_C d = A_LOAD(x[j]) - m;
-            y[j] = A_STORE(log ? (d - ls) : (TDM_EXP(d) / s));
+            y[j] = A_STORE(want_log ? (d - ls) : (TDM_EXP(d) / s));
         }
     }
 }
