@@ -82,7 +82,7 @@ fn im2col(op: &'static str, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     if total > 0 {
         let raw = raw_type(x.dtype());
         let f = function(&dev, op, &format!("im2col:{raw}"), "tdm_im2col", || {
-            assemble(&format!("#define RAW_T {raw}\n"), BODY)
+            im2col_source(raw)
         })?;
         let a = args(g);
         let (o, xp) = (out.ptr(), cuda_of(&x, op)?.ptr_at(x.layout().offset()));
@@ -159,10 +159,7 @@ pub(crate) fn input_grad(
     let out = CudaStorage::alloc(&dev, OP, dtype, total)?;
     if total > 0 {
         let f = function(&dev, OP, &format!("col2im:{dtype}"), "tdm_col2im", || {
-            assemble(
-                &format!("{}#define COL2IM 1\n", dtype_defines("A", dtype)),
-                BODY,
-            )
+            col2im_source(dtype)
         })?;
         let a = args(g);
         let (o, cp) = (out.ptr(), cuda_of(&col, OP)?.ptr_at(col.layout().offset()));
@@ -192,4 +189,17 @@ pub(crate) fn weight_grad(
         per_sample.reduce(ReduceOp::Sum, &[0], true) // [1, Og, K]
     })?;
     dw.reshape_to(weight_shape)
+}
+
+/// Source of the im2col kernel for an element size.
+pub(crate) fn im2col_source(raw: &str) -> String {
+    assemble(&format!("#define RAW_T {raw}\n"), BODY)
+}
+
+/// Source of the col2im kernel on a float dtype.
+pub(crate) fn col2im_source(dtype: DType) -> String {
+    assemble(
+        &format!("{}#define COL2IM 1\n", dtype_defines("A", dtype)),
+        BODY,
+    )
 }

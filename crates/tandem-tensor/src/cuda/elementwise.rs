@@ -78,7 +78,7 @@ pub(crate) fn copy(t: &Tensor) -> Result<Tensor> {
         let m = meta(OP, t.shape(), &[t.layout()])?;
         let raw = raw_type(t.dtype());
         let f = function(&dev, OP, &format!("copy:{raw}"), "tdm_copy", || {
-            assemble(&format!("#define RAW_T {raw}\n"), BODY)
+            raw_source(raw)
         })?;
         let (o, a) = (out.ptr(), src.ptr());
         launch!(dev, OP, f, grid(n), &o, &a, &m)?;
@@ -102,7 +102,7 @@ pub(crate) fn full(
     if n > 0 {
         let raw = raw_type(dtype);
         let f = function(dev, OP, &format!("copy:{raw}"), "tdm_fill", || {
-            assemble(&format!("#define RAW_T {raw}\n"), BODY)
+            raw_source(raw)
         })?;
         let host = crate::CpuStorage::full(dtype, 1, value);
         let bytes = host.as_bytes();
@@ -147,14 +147,7 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     if n > 0 {
         let m = meta(OP, t.shape(), &[t.layout()])?;
         let key = format!("cast:{}:{}", t.dtype(), dtype);
-        let f = function(&dev, OP, &key, "tdm_cast", || {
-            let d = format!(
-                "{}{}#define CAST 1\n",
-                dtype_defines("A", t.dtype()),
-                dtype_defines("O", dtype)
-            );
-            assemble(&d, BODY)
-        })?;
+        let f = function(&dev, OP, &key, "tdm_cast", || cast_source(t.dtype(), dtype))?;
         let (o, a) = (out.ptr(), src.ptr());
         launch!(dev, OP, f, grid(n), &o, &a, &m)?;
     }
@@ -167,7 +160,7 @@ pub(crate) fn unary(t: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let src = cuda_of(t, name)?;
     let dev = src.dev().clone();
     let dtype = t.dtype();
-    let expr = unary_expr(op, dtype, "x").ok_or(Error::UnsupportedDType {
+    unary_expr(op, dtype, "x").ok_or(Error::UnsupportedDType {
         op: name,
         dtype,
         device: t.device(),
@@ -178,12 +171,7 @@ pub(crate) fn unary(t: &Tensor, op: UnaryOp) -> Result<Tensor> {
         let m = meta(name, t.shape(), &[t.layout()])?;
         let key = format!("unary:{name}:{dtype}");
         let f = function(&dev, name, &key, "tdm_unary", || {
-            let d = format!(
-                "{}{}#define UNARY_OP(x) ({expr})\n",
-                dtype_defines("A", dtype),
-                dtype_defines("O", dtype)
-            );
-            assemble(&d, BODY)
+            unary_source(op, dtype).unwrap_or_default()
         })?;
         let (o, a) = (out.ptr(), src.ptr());
         launch!(dev, name, f, grid(n), &o, &a, &m)?;
@@ -197,7 +185,7 @@ pub(crate) fn binary(lhs: &Tensor, op: BinaryOp, rhs: &Tensor) -> Result<Tensor>
     let name = op.name();
     let dev = same_device(name, &[lhs, rhs])?;
     let dtype = lhs.dtype();
-    let expr = binary_expr(op, dtype, "x", "y").ok_or(Error::UnsupportedDType {
+    binary_expr(op, dtype, "x", "y").ok_or(Error::UnsupportedDType {
         op: name,
         dtype,
         device: lhs.device(),
@@ -231,12 +219,7 @@ pub(crate) fn binary(lhs: &Tensor, op: BinaryOp, rhs: &Tensor) -> Result<Tensor>
         let m = meta(name, &shape, &[&la, &lb])?;
         let key = format!("binary:{name}:{dtype}");
         let f = function(&dev, name, &key, "tdm_binary", || {
-            let d = format!(
-                "{}{}#define BINARY_OP(x, y) ({expr})\n",
-                dtype_defines("A", dtype),
-                dtype_defines("O", out_dtype)
-            );
-            assemble(&d, BODY)
+            binary_source(op, dtype).unwrap_or_default()
         })?;
         let (o, a, b2) = (
             out.ptr(),
@@ -264,7 +247,7 @@ pub(crate) fn where_cond(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> 
         let m = meta(OP, &shape, &[&lc, &lt, &lf])?;
         let raw = raw_type(dtype);
         let f = function(&dev, OP, &format!("copy:{raw}"), "tdm_where", || {
-            assemble(&format!("#define RAW_T {raw}\n"), BODY)
+            raw_source(raw)
         })?;
         let (o, c, t, e) = (
             out.ptr(),
@@ -341,4 +324,46 @@ pub fn fused_elementwise(program: &FusedProgram, inputs: &[&Tensor]) -> Result<T
             .map_err(|e| dev.err(OP, format!("kernel launch failed: {e}")))?;
     }
     wrap(out, &shape)
+}
+
+/// Source of the raw (bit-moving) kernels for an unsigned type of one element's size.
+pub(crate) fn raw_source(raw: &str) -> String {
+    assemble(&format!("#define RAW_T {raw}\n"), BODY)
+}
+
+/// Source of the cast kernel between two dtypes.
+pub(crate) fn cast_source(from: DType, to: DType) -> String {
+    let d = format!(
+        "{}{}#define CAST 1\n",
+        dtype_defines("A", from),
+        dtype_defines("O", to)
+    );
+    assemble(&d, BODY)
+}
+
+/// Source of the unary kernel of `op` on `dtype`, `None` when the op is not defined for it.
+pub(crate) fn unary_source(op: UnaryOp, dtype: DType) -> Option<String> {
+    let expr = unary_expr(op, dtype, "x")?;
+    let d = format!(
+        "{}{}#define UNARY_OP(x) ({expr})\n",
+        dtype_defines("A", dtype),
+        dtype_defines("O", dtype)
+    );
+    Some(assemble(&d, BODY))
+}
+
+/// Source of the binary kernel of `op` on `dtype`, `None` when the op is not defined for it.
+pub(crate) fn binary_source(op: BinaryOp, dtype: DType) -> Option<String> {
+    let expr = binary_expr(op, dtype, "x", "y")?;
+    let out = if op.is_comparison() {
+        DType::Bool
+    } else {
+        dtype
+    };
+    let d = format!(
+        "{}{}#define BINARY_OP(x, y) ({expr})\n",
+        dtype_defines("A", dtype),
+        dtype_defines("O", out)
+    );
+    Some(assemble(&d, BODY))
 }

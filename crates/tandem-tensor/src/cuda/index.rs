@@ -68,12 +68,7 @@ pub(crate) fn gather(
             op,
             &format!("gather:{raw}:{it}"),
             "tdm_gather",
-            || {
-                assemble(
-                    &format!("#define GATHER 1\n#define RAW_T {raw}\n#define I_T {it}\n"),
-                    BODY,
-                )
-            },
+            || gather_source(raw, it),
         )?;
         let (o, s, i) = (
             out.ptr(),
@@ -101,17 +96,13 @@ pub(crate) fn scatter_add(
     let dev = same_device(op, &[base, index, src])?;
     let it = index_type(op, index)?;
     let dtype = base.dtype();
-    let atomic = match dtype {
-        DType::F32 | DType::F64 | DType::I32 => "atomicAdd((p), (v))",
-        DType::I64 => "atomicAdd((unsigned long long*)(p), (unsigned long long)(v))",
-        _ => {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype,
-                device: base.device(),
-            })
-        }
-    };
+    if atomic_add(dtype).is_none() {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            device: base.device(),
+        });
+    }
     let out = base.copy()?;
     let n: usize = iter_shape.iter().product();
     if n > 0 {
@@ -119,11 +110,7 @@ pub(crate) fn scatter_add(
         let m = meta(op, iter_shape, &[&ol, index_layout, src_layout])?;
         let key = format!("scatter_add:{dtype}:{it}");
         let f = function(&dev, op, &key, "tdm_scatter_add", || {
-            let d = format!(
-                "{}#define SCATTER_ADD 1\n#define I_T {it}\n#define TDM_ATOMIC_ADD(p, v) {atomic}\n",
-                dtype_defines("A", dtype)
-            );
-            assemble(&d, BODY)
+            scatter_source(dtype, it).unwrap_or_default()
         })?;
         let (o, i, s) = (
             cuda_of(&out, op)?.ptr(),
@@ -153,7 +140,7 @@ pub(crate) fn cat(
         op,
         &format!("copy_into:{raw}"),
         "tdm_copy_into",
-        || assemble(&format!("#define RAW_T {raw}\n"), BODY),
+        || copy_into_source(raw),
     )?;
     let full = Layout::contiguous(shape);
     let mut start = 0;
@@ -176,4 +163,36 @@ pub(crate) fn cat(
         start += len;
     }
     wrap(out, shape)
+}
+
+/// Source of the gather kernel for an element size (`raw`) and index type (`it`).
+pub(crate) fn gather_source(raw: &str, it: &str) -> String {
+    assemble(
+        &format!("#define GATHER 1\n#define RAW_T {raw}\n#define I_T {it}\n"),
+        BODY,
+    )
+}
+
+/// The atomic add of a dtype, `None` when CUDA has none for it here.
+pub(crate) fn atomic_add(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 | DType::F64 | DType::I32 => Some("atomicAdd((p), (v))"),
+        DType::I64 => Some("atomicAdd((unsigned long long*)(p), (unsigned long long)(v))"),
+        _ => None,
+    }
+}
+
+/// Source of the scatter-add kernel, `None` for dtypes without an atomic add.
+pub(crate) fn scatter_source(dtype: DType, it: &str) -> Option<String> {
+    let atomic = atomic_add(dtype)?;
+    let d = format!(
+        "{}#define SCATTER_ADD 1\n#define I_T {it}\n#define TDM_ATOMIC_ADD(p, v) {atomic}\n",
+        dtype_defines("A", dtype)
+    );
+    Some(assemble(&d, BODY))
+}
+
+/// Source of the strided copy-into kernel (concatenation).
+pub(crate) fn copy_into_source(raw: &str) -> String {
+    assemble(&format!("#define RAW_T {raw}\n"), BODY)
 }

@@ -13,6 +13,8 @@ pub mod meta;
 pub mod source;
 
 #[cfg(feature = "cuda")]
+mod catalog;
+#[cfg(feature = "cuda")]
 mod compile;
 #[cfg(feature = "cuda")]
 mod conv;
@@ -36,6 +38,8 @@ mod storage;
 pub use bucket::AllocStats;
 pub use source::{FusedProgram, FusedStep};
 
+#[cfg(feature = "cuda")]
+pub use catalog::compile_all_kernels;
 #[cfg(feature = "cuda")]
 pub use device::{cublas_present, driver_present, nvrtc_present, NO_DRIVER};
 #[cfg(feature = "cuda")]

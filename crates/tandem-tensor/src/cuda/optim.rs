@@ -15,12 +15,7 @@ const BODY: &str = include_str!("kernels/optim.cu");
 
 fn kernel(dev: &CudaDevice, op: &'static str, dtype: DType, name: &str) -> Result<CudaFunction> {
     function(dev, op, &format!("optim:{dtype}"), name, || {
-        let sqrt = if dtype == DType::F64 { "sqrt" } else { "sqrtf" };
-        let d = format!(
-            "{}#define TDM_SQRT(x) {sqrt}(x)\n",
-            dtype_defines("A", dtype)
-        );
-        assemble(&d, BODY)
+        optim_source(dtype)
     })
 }
 
@@ -193,4 +188,14 @@ pub(crate) fn rmsprop(
         &c.weight_decay,
         &c.momentum
     )
+}
+
+/// Source of the optimizer kernels on `dtype` (f32 or f64).
+pub(crate) fn optim_source(dtype: DType) -> String {
+    let sqrt = if dtype == DType::F64 { "sqrt" } else { "sqrtf" };
+    let d = format!(
+        "{}#define TDM_SQRT(x) {sqrt}(x)\n",
+        dtype_defines("A", dtype)
+    );
+    assemble(&d, BODY)
 }

@@ -119,15 +119,7 @@ pub(crate) fn pool(
             PoolKind::AvgBackward => "tdm_avg_pool_backward",
         };
         let f = function(&dev, op, &format!("pool:{dtype}"), name, || {
-            let inf = if dtype == DType::F64 {
-                "__longlong_as_double(0x7ff0000000000000LL)"
-            } else {
-                "__int_as_float(0x7f800000)"
-            };
-            assemble(
-                &format!("{}#define TDM_INF {inf}\n", dtype_defines("A", dtype)),
-                BODY,
-            )
+            pool_source(dtype)
         })?;
         let a = args(g);
         let o = out.ptr();
@@ -142,4 +134,17 @@ pub(crate) fn pool(
     }
     drop(held);
     wrap(out, out_shape)
+}
+
+/// Source of the pooling kernels on `dtype` (f32 or f64).
+pub(crate) fn pool_source(dtype: DType) -> String {
+    let inf = if dtype == DType::F64 {
+        "__longlong_as_double(0x7ff0000000000000LL)"
+    } else {
+        "__int_as_float(0x7f800000)"
+    };
+    assemble(
+        &format!("{}#define TDM_INF {inf}\n", dtype_defines("A", dtype)),
+        BODY,
+    )
 }

@@ -60,47 +60,11 @@ pub(crate) fn reduce(
         ReduceOp::Sum | ReduceOp::Prod if !dtype.is_float() => DType::I64,
         _ => dtype,
     };
-    let acc = match dtype {
-        DType::F64 => "double",
-        d if d.is_float() => "float",
-        _ => "long long",
-    };
-    let (init, combine, fin) = match op {
-        ReduceOp::Sum => ("((ACC_T)0)", "((a) + (b))", "(acc)"),
-        ReduceOp::Mean => ("((ACC_T)0)", "((a) + (b))", "((acc) / (ACC_T)(k))"),
-        ReduceOp::Prod => ("((ACC_T)1)", "((a) * (b))", "(acc)"),
-        ReduceOp::Max => (
-            if dtype.is_float() {
-                "(-TDM_INF)"
-            } else {
-                "(-9223372036854775807LL - 1)"
-            },
-            "(((a) != (a) || (b) != (b)) ? ((a) + (b)) : ((a) > (b) ? (a) : (b)))",
-            "(acc)",
-        ),
-        ReduceOp::Min => (
-            if dtype.is_float() {
-                "(TDM_INF)"
-            } else {
-                "(9223372036854775807LL)"
-            },
-            "(((a) != (a) || (b) != (b)) ? ((a) + (b)) : ((a) < (b) ? (a) : (b)))",
-            "(acc)",
-        ),
-    };
     let (c, rows, k) = rows_last(t, reduced)?;
     let out = CudaStorage::alloc(&dev, name, out_dtype, rows)?;
     if rows > 0 {
         let key = format!("reduce:{name}:{dtype}");
-        let f = function(&dev, name, &key, "tdm_reduce", || {
-            let d = format!(
-                "{}{}{}#define REDUCE 1\n#define ACC_T {acc}\n#define RED_INIT {init}\n#define RED_COMBINE(a, b) {combine}\n#define RED_FINAL(acc, k) {fin}\n",
-                dtype_defines("A", dtype),
-                dtype_defines("O", out_dtype),
-                float_helpers(dtype),
-            );
-            assemble(&d, BODY)
-        })?;
+        let f = function(&dev, name, &key, "tdm_reduce", || reduce_source(op, dtype))?;
         let src = cuda_of(&c, name)?;
         let (o, a) = (out.ptr(), src.ptr_at(c.layout().offset()));
         let (r, kk) = (rows as i64, k as i64);
@@ -124,17 +88,9 @@ pub(crate) fn arg_reduce(
     let (c, rows, k) = rows_last(t, &reduced)?;
     let out = CudaStorage::alloc(&dev, name, DType::I64, rows)?;
     if rows > 0 {
-        let better = match op {
-            ArgReduceOp::ArgMax => "((a) > (b))",
-            ArgReduceOp::ArgMin => "((a) < (b))",
-        };
         let key = format!("argreduce:{name}:{dtype}");
         let f = function(&dev, name, &key, "tdm_argreduce", || {
-            let d = format!(
-                "{}#define ARGREDUCE 1\n#define ARG_BETTER(a, b) {better}\n",
-                dtype_defines("A", dtype)
-            );
-            assemble(&d, BODY)
+            argreduce_source(op, dtype)
         })?;
         let src = cuda_of(&c, name)?;
         let (o, a) = (out.ptr(), src.ptr_at(c.layout().offset()));
@@ -171,12 +127,7 @@ pub(crate) fn softmax(t: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
     if rows > 0 && k > 0 {
         let key = format!("softmax:{dtype}");
         let f = function(&dev, name, &key, "tdm_softmax", || {
-            let d = format!(
-                "{}{}#define SOFTMAX 1\n",
-                dtype_defines("A", dtype),
-                float_helpers(dtype)
-            );
-            assemble(&d, BODY)
+            row_source(dtype, "SOFTMAX")
         })?;
         let src = cuda_of(&c, name)?;
         let (o, a) = (out.ptr(), src.ptr_at(c.layout().offset()));
@@ -232,12 +183,7 @@ pub(crate) fn cross_entropy(
     if samples > 0 && classes > 0 {
         let key = format!("xent:{dtype}");
         let f = function(&dev, OP, &key, "tdm_cross_entropy", || {
-            let d = format!(
-                "{}{}#define XENT 1\n",
-                dtype_defines("A", dtype),
-                float_helpers(dtype)
-            );
-            assemble(&d, BODY)
+            row_source(dtype, "XENT")
         })?;
         let (o, a, tp) = (
             out.ptr(),
@@ -263,4 +209,71 @@ pub(crate) fn cross_entropy(
         return super::elementwise::full(&dev, target.shape(), 0.0, dtype);
     }
     wrap(out, target.shape())
+}
+
+/// Source of the row reduction `op` on `dtype`.
+pub(crate) fn reduce_source(op: ReduceOp, dtype: DType) -> String {
+    let out_dtype = match op {
+        ReduceOp::Sum | ReduceOp::Prod if !dtype.is_float() => DType::I64,
+        _ => dtype,
+    };
+    let acc = match dtype {
+        DType::F64 => "double",
+        d if d.is_float() => "float",
+        _ => "long long",
+    };
+    let (init, combine, fin) = match op {
+        ReduceOp::Sum => ("((ACC_T)0)", "((a) + (b))", "(acc)"),
+        ReduceOp::Mean => ("((ACC_T)0)", "((a) + (b))", "((acc) / (ACC_T)(k))"),
+        ReduceOp::Prod => ("((ACC_T)1)", "((a) * (b))", "(acc)"),
+        ReduceOp::Max => (
+            if dtype.is_float() {
+                "(-TDM_INF)"
+            } else {
+                "(-9223372036854775807LL - 1)"
+            },
+            "(((a) != (a) || (b) != (b)) ? ((a) + (b)) : ((a) > (b) ? (a) : (b)))",
+            "(acc)",
+        ),
+        ReduceOp::Min => (
+            if dtype.is_float() {
+                "(TDM_INF)"
+            } else {
+                "(9223372036854775807LL)"
+            },
+            "(((a) != (a) || (b) != (b)) ? ((a) + (b)) : ((a) < (b) ? (a) : (b)))",
+            "(acc)",
+        ),
+    };
+    let d = format!(
+        "{}{}{}#define REDUCE 1\n#define ACC_T {acc}\n#define RED_INIT {init}\n#define RED_COMBINE(a, b) {combine}\n#define RED_FINAL(acc, k) {fin}\n",
+        dtype_defines("A", dtype),
+        dtype_defines("O", out_dtype),
+        float_helpers(dtype),
+    );
+    assemble(&d, BODY)
+}
+
+/// Source of argmax/argmin on `dtype`.
+pub(crate) fn argreduce_source(op: ArgReduceOp, dtype: DType) -> String {
+    let better = match op {
+        ArgReduceOp::ArgMax => "((a) > (b))",
+        ArgReduceOp::ArgMin => "((a) < (b))",
+    };
+    let d = format!(
+        "{}#define ARGREDUCE 1\n#define ARG_BETTER(a, b) {better}\n",
+        dtype_defines("A", dtype)
+    );
+    assemble(&d, BODY)
+}
+
+/// Source of the softmax (`family` = `SOFTMAX`) or cross-entropy (`XENT`) kernels on a float
+/// dtype.
+pub(crate) fn row_source(dtype: DType, family: &str) -> String {
+    let d = format!(
+        "{}{}#define {family} 1\n",
+        dtype_defines("A", dtype),
+        float_helpers(dtype)
+    );
+    assemble(&d, BODY)
 }
