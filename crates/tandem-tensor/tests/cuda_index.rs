@@ -124,3 +124,24 @@ fn cat_and_stack_match_the_cpu() {
     let e = Tensor::cat(&[&to_gpu(&a), &a], 0).unwrap_err();
     assert!(matches!(e, Error::DeviceMismatch { .. }), "{e}");
 }
+
+#[test]
+fn pad_and_slice_backward_match_the_cpu() {
+    if !gpu() {
+        return;
+    }
+    let mut rng = Rng::new(23);
+    for dtype in DType::ALL {
+        let x = rand(&mut rng, &[3, 4], dtype);
+        for (name, v) in views(&x) {
+            let pads = [(1, 0), (2, 3)];
+            let want = v.pad(&pads[..v.rank()], 7.0).unwrap();
+            let got = to_gpu(&v).pad(&pads[..v.rank()], 7.0).unwrap();
+            assert_close(&format!("pad {dtype} {name}"), &got, &want, 0.0);
+        }
+        let g = rand(&mut rng, &[3, 2], dtype);
+        let want = g.slice_backward(&[3, 7], 1, 1, 3).unwrap();
+        let got = to_gpu(&g).slice_backward(&[3, 7], 1, 1, 3).unwrap();
+        assert_close(&format!("slice_backward {dtype}"), &got, &want, 0.0);
+    }
+}

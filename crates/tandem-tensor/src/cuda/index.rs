@@ -196,3 +196,31 @@ pub(crate) fn scatter_source(dtype: DType, it: &str) -> Option<String> {
 pub(crate) fn copy_into_source(raw: &str) -> String {
     assemble(&format!("#define RAW_T {raw}\n"), BODY)
 }
+
+/// A tensor of `shape` filled with `value`, with `src` written at the positions of `region`
+/// (a view of the contiguous `shape` with `src`'s shape): `pad` and `slice_backward`.
+pub(crate) fn write_region(
+    op: &'static str,
+    src: &Tensor,
+    shape: &[usize],
+    value: f64,
+    region: &Layout,
+) -> Result<Tensor> {
+    let dev = same_device(op, &[src])?;
+    let out = super::elementwise::full(&dev, shape, value, src.dtype())?;
+    let k = src.numel();
+    if k > 0 {
+        let raw = raw_type(src.dtype());
+        let f = function(
+            &dev,
+            op,
+            &format!("copy_into:{raw}"),
+            "tdm_copy_into",
+            || copy_into_source(raw),
+        )?;
+        let m = meta(op, src.shape(), &[region, src.layout()])?;
+        let (o, a) = (cuda_of(&out, op)?.ptr(), cuda_of(src, op)?.ptr());
+        launch!(dev, op, f, grid(k), &o, &a, &m)?;
+    }
+    Ok(out)
+}

@@ -52,7 +52,7 @@ pub(crate) use conv::{conv2d, input_grad as conv2d_input_grad, weight_grad as co
 #[cfg(feature = "cuda")]
 pub(crate) use elementwise::{binary, cast, copy, unary, where_cond};
 #[cfg(feature = "cuda")]
-pub(crate) use index::{broadcast_index, cat, gather, scatter_add};
+pub(crate) use index::{broadcast_index, cat, gather, scatter_add, write_region};
 #[cfg(feature = "cuda")]
 pub(crate) use matmul::matmul;
 #[cfg(feature = "cuda")]
