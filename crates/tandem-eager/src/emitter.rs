@@ -1,0 +1,82 @@
+//! [`Eager`]: the [`Emit`] implementation of eager mode. Every tensor method, operator and
+//! `nn::functional` function goes through it, so there is one implementation of each op (the
+//! kernels behind `tandem_ir::eval`) and one set of gradient rules (`tandem_ir::grad`).
+
+use crate::mode::{is_anomaly_enabled, is_grad_enabled};
+use crate::tensor::{Saved, Tensor, Value, ValueRef};
+use smallvec::SmallVec;
+use tandem_ir::{grad::is_differentiable, Dim, Emit, Op};
+use tandem_tensor::random::with_global_rng;
+use tandem_tensor::{DType, Error, Result};
+
+/// The eager emitter: runs each op at once and, when grad mode is on and an input requires
+/// grad, records it (the op and its inputs) on the output tensor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Eager;
+
+/// Checks a float value for NaN and infinity (anomaly mode).
+pub(crate) fn check_finite(op: &str, v: &Value) -> Result<()> {
+    if !v.dtype().is_float() {
+        return Ok(());
+    }
+    let xs = v.to_f64_vec()?;
+    if xs.iter().any(|x| x.is_nan()) {
+        return Err(Error::Anomaly {
+            op: op.to_string(),
+            what: "NaN",
+        });
+    }
+    if xs.iter().any(|x| x.is_infinite()) {
+        return Err(Error::Anomaly {
+            op: op.to_string(),
+            what: "Inf",
+        });
+    }
+    Ok(())
+}
+
+impl Emit for Eager {
+    type Value = Tensor;
+
+    fn emit(&self, op: Op, inputs: &[&Tensor]) -> Result<Tensor> {
+        let guards: SmallVec<[ValueRef<'_>; 4]> = inputs.iter().map(|t| t.value_ref()).collect();
+        let values: SmallVec<[&Value; 4]> = guards.iter().map(|g| &**g).collect();
+        let out = tandem_ir::eval(&op, &values)?;
+        drop(values);
+        drop(guards);
+        if is_anomaly_enabled() {
+            check_finite(op.name(), &out)?;
+        }
+        let record =
+            is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) && is_differentiable(&op);
+        if !record {
+            return Ok(Tensor::from_value(out));
+        }
+        let saved: Saved = inputs.iter().map(|t| (*t).clone()).collect();
+        Ok(Tensor::from_op(out, op, saved))
+    }
+
+    fn dtype(&self, v: &Tensor) -> DType {
+        v.dtype()
+    }
+
+    fn rank(&self, v: &Tensor) -> usize {
+        v.rank()
+    }
+
+    fn dim(&self, v: &Tensor, axis: usize) -> Dim {
+        v.value_ref().shape().get(axis).copied()
+    }
+
+    fn same_shape(&self, a: &Tensor, b: &Tensor) -> bool {
+        a.value_ref().shape() == b.value_ref().shape()
+    }
+
+    fn next_seed(&self) -> u64 {
+        with_global_rng(|r| r.next_u64())
+    }
+
+    fn constant(&self, t: Value) -> Result<Tensor> {
+        Ok(Tensor::from_value(t))
+    }
+}

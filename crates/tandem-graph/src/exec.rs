@@ -1,0 +1,271 @@
+//! The plan interpreter and the session's variable store.
+//!
+//! A run reads a snapshot of the variables (an `Arc` of the whole store, taken once), writes
+//! variable updates to a private overlay, and commits the overlay in one swap after every step
+//! succeeded. A failed run therefore changes nothing, and concurrent readers see either all of
+//! a training step's updates or none.
+
+use crate::graph::AssignMode;
+use crate::plan::{Plan, PlanOp};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tandem_ir::{eval, Op};
+use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
+
+/// The value a run returns for a fetched op that produces nothing (a group, a no-op, an
+/// initializer): an empty float32 tensor of shape `[0]`.
+pub fn op_marker() -> Tensor {
+    Tensor::zeros(&[0], DType::F32)
+}
+
+/// True for the marker returned by fetched ops (see [`op_marker`]).
+pub fn is_op_marker(t: &Tensor) -> bool {
+    t.shape() == [0] && t.dtype() == DType::F32
+}
+
+type Values = Arc<Vec<Option<Tensor>>>;
+
+/// The variables of a session, by variable index.
+#[derive(Debug, Default)]
+pub(crate) struct VarStore {
+    values: RwLock<Values>,
+}
+
+fn poisoned() -> Error {
+    Error::Graph("the session's variable lock is poisoned".into())
+}
+
+impl VarStore {
+    pub(crate) fn snapshot(&self) -> Result<Values> {
+        Ok(self.values.read().map_err(|_| poisoned())?.clone())
+    }
+
+    /// Replaces the listed variables in one swap.
+    pub(crate) fn commit(&self, updates: HashMap<usize, Tensor>) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.values.write().map_err(|_| poisoned())?;
+        let mut next: Vec<Option<Tensor>> = (**guard).clone();
+        for (i, t) in updates {
+            if next.len() <= i {
+                next.resize(i + 1, None);
+            }
+            next[i] = Some(t);
+        }
+        *guard = Arc::new(next);
+        Ok(())
+    }
+}
+
+/// Variable values as seen by one run: the snapshot plus this run's writes.
+struct View<'a> {
+    snapshot: &'a [Option<Tensor>],
+    overlay: HashMap<usize, Tensor>,
+    names: &'a dyn Fn(usize) -> String,
+}
+
+impl View<'_> {
+    fn get(&self, i: usize) -> Result<Tensor> {
+        if let Some(t) = self.overlay.get(&i) {
+            return Ok(t.clone());
+        }
+        match self.snapshot.get(i) {
+            Some(Some(t)) => Ok(t.clone()),
+            _ => Err(Error::Graph(format!(
+                "variable `{}` is not initialized (run the initializer, or create the \
+                 session after the variable)",
+                (self.names)(i)
+            ))),
+        }
+    }
+}
+
+fn mix(seed: u64, run: u64) -> u64 {
+    let mut z = seed ^ run.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
+/// Checks the feeds against the plan's feed specs.
+pub(crate) fn check_feeds(plan: &Plan, feeds: &[&Tensor]) -> Result<()> {
+    if feeds.len() != plan.feeds.len() {
+        return Err(Error::Graph(format!(
+            "expected {} fed values, got {}",
+            plan.feeds.len(),
+            feeds.len()
+        )));
+    }
+    for (spec, t) in plan.feeds.iter().zip(feeds) {
+        if !spec.info.admits(t.dtype(), t.shape()) {
+            let what = if spec.placeholder {
+                "placeholder"
+            } else {
+                "node"
+            };
+            return Err(Error::Graph(format!(
+                "{what} `{}` expects {} {}, was fed {} {:?}",
+                spec.name,
+                spec.info.dtype,
+                tandem_ir::infer::fmt_shape(&spec.info.shape),
+                t.dtype(),
+                t.shape()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn scalar_u64(t: &Tensor, what: &str) -> Result<u64> {
+    let v = t.item()?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(Error::Graph(format!(
+            "{what} must be a count >= 0, got {v}"
+        )));
+    }
+    Ok(v as u64)
+}
+
+/// Runs a plan. `names` gives variable names for errors.
+pub(crate) fn execute(
+    plan: &Plan,
+    feeds: &[&Tensor],
+    store: &VarStore,
+    run_id: u64,
+    names: &dyn Fn(usize) -> String,
+) -> Result<Vec<Tensor>> {
+    check_feeds(plan, feeds)?;
+    let snapshot = store.snapshot()?;
+    let mut view = View {
+        snapshot: &snapshot,
+        overlay: HashMap::new(),
+        names,
+    };
+    let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
+    for (s, step) in plan.steps.iter().enumerate() {
+        let out = {
+            let mut ins: SmallVec<[&Tensor; 4]> = SmallVec::new();
+            for &i in &step.inputs {
+                match values.get(i).and_then(Option::as_ref) {
+                    Some(t) => ins.push(t),
+                    None => {
+                        return Err(Error::Graph(format!(
+                            "{}: input slot {i} has no value (plan bug)",
+                            step.name
+                        )))
+                    }
+                }
+            }
+            run_step(&step.op, &ins, feeds, &mut view, run_id)
+                .map_err(|e| e.context(step.name.clone()))?
+        };
+        values[s] = Some(out);
+        for &f in &step.free {
+            values[f] = None;
+        }
+    }
+    let mut outs = Vec::with_capacity(plan.fetch_slots.len());
+    for &f in &plan.fetch_slots {
+        outs.push(
+            values
+                .get(f)
+                .and_then(Option::clone)
+                .ok_or_else(|| Error::Graph("fetched value was dropped (plan bug)".into()))?,
+        );
+    }
+    let overlay = std::mem::take(&mut view.overlay);
+    drop(view);
+    drop(snapshot);
+    store.commit(overlay)?;
+    Ok(outs)
+}
+
+fn run_step(
+    op: &PlanOp,
+    ins: &[&Tensor],
+    feeds: &[&Tensor],
+    view: &mut View<'_>,
+    run_id: u64,
+) -> Result<Tensor> {
+    match op {
+        PlanOp::Feed(i) => feeds
+            .get(*i)
+            .map(|t| (*t).clone())
+            .ok_or_else(|| Error::Graph(format!("feed {i} missing"))),
+        PlanOp::Variable(i) => view.get(*i),
+        PlanOp::Op(Op::Random { dist, seed }) => eval(
+            &Op::Random {
+                dist: *dist,
+                seed: mix(*seed, run_id),
+            },
+            ins,
+        ),
+        PlanOp::Op(op) => eval(op, ins),
+        PlanOp::Identity => ins
+            .first()
+            .map(|t| (*t).clone())
+            .ok_or_else(|| Error::Graph("identity needs an input".into())),
+        PlanOp::NoOp => Ok(op_marker()),
+        PlanOp::Kernel(k) => k.run(ins, None),
+        PlanOp::InitVariables(defs) => {
+            for d in defs {
+                let v = d.init.value(&d.shape, d.dtype)?;
+                view.overlay.insert(d.index, v);
+            }
+            Ok(op_marker())
+        }
+        PlanOp::Assign { var, mode } => {
+            let value = ins
+                .get(1)
+                .ok_or_else(|| Error::Graph("assign needs a value".into()))?;
+            let cur = view.get(*var)?;
+            if cur.shape() != value.shape() || cur.dtype() != value.dtype() {
+                return Err(Error::Graph(format!(
+                    "cannot assign {} {:?} to a variable of {} {:?}",
+                    value.dtype(),
+                    value.shape(),
+                    cur.dtype(),
+                    cur.shape()
+                )));
+            }
+            let new = match mode {
+                AssignMode::Set => (*value).clone(),
+                AssignMode::Add => cur.binary(BinaryOp::Add, value)?,
+                AssignMode::Sub => cur.binary(BinaryOp::Sub, value)?,
+            };
+            view.overlay.insert(*var, new.clone());
+            Ok(new)
+        }
+        PlanOp::Apply(a) => {
+            let n = a.slots.len();
+            let grad = ins
+                .get(1)
+                .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
+            let iters = ins
+                .get(2 + n)
+                .ok_or_else(|| Error::Graph("update needs its step counter".into()))?;
+            let t = scalar_u64(iters, "the step counter")? + 1;
+            let lr = if a.has_lr {
+                Some(
+                    ins.get(3 + n)
+                        .ok_or_else(|| Error::Graph("update needs its learning rate".into()))?
+                        .item()?,
+                )
+            } else {
+                None
+            };
+            let mut param = view.get(a.var)?;
+            let mut slots = Vec::with_capacity(n);
+            for &s in &a.slots {
+                slots.push(view.get(s)?);
+            }
+            a.update.apply(&mut param, grad, &mut slots, t, lr)?;
+            for (&s, v) in a.slots.iter().zip(slots) {
+                view.overlay.insert(s, v);
+            }
+            view.overlay.insert(a.var, param.clone());
+            Ok(param)
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Compiler passes over a [`PlanGraph`].
+//!
+//! Each pass is a small struct behind the [`Pass`] trait; [`run_passes`] applies a list in
+//! order, again and again until none changes anything. Passes never touch nodes with side
+//! effects (assign, optimizer updates, initializers) except to prune them when nothing needs
+//! them, never fold or merge random ops, and never fold variables or feeds.
+
+use crate::plan::{PlanGraph, PlanOp};
+use std::collections::HashMap;
+use tandem_ir::{eval, Op};
+use tandem_tensor::{BinaryOp, Result, Tensor};
+
+/// A rewrite of a plan graph.
+pub trait Pass: Send + Sync {
+    /// Name (for dumps and tests).
+    fn name(&self) -> &str;
+    /// Rewrites the plan graph; returns whether anything changed.
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool>;
+}
+
+/// The passes a session runs by default: pruning, constant folding, algebraic simplification
+/// and common-subexpression elimination.
+pub fn default_passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        Box::new(Prune),
+        Box::new(ConstantFolding),
+        Box::new(AlgebraicSimplification),
+        Box::new(CommonSubexpressionElimination),
+    ]
+}
+
+/// Most rounds of the pass list before giving up on reaching a fixed point.
+const MAX_ROUNDS: usize = 32;
+
+/// Runs `passes` in order until a whole round changes nothing. Returns the number of rounds.
+pub fn run_passes(plan: &mut PlanGraph, passes: &[Box<dyn Pass>]) -> Result<usize> {
+    for round in 1..=MAX_ROUNDS {
+        let mut changed = false;
+        for p in passes {
+            changed |= p.run(plan)?;
+        }
+        if !changed {
+            return Ok(round);
+        }
+    }
+    Ok(MAX_ROUNDS)
+}
+
+/// Removes every node the fetches do not need (through data or control inputs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prune;
+
+impl Pass for Prune {
+    fn name(&self) -> &str {
+        "prune"
+    }
+
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
+        let n = plan.nodes.len();
+        let mut keep = vec![false; n];
+        let mut stack: Vec<usize> = plan.outputs.clone();
+        while let Some(id) = stack.pop() {
+            if id >= n || keep[id] {
+                continue;
+            }
+            keep[id] = true;
+            if let Some(node) = plan.node(id) {
+                stack.extend(node.inputs.iter().chain(&node.control));
+            }
+        }
+        let mut changed = false;
+        for (id, k) in keep.iter().enumerate() {
+            if !k && plan.nodes[id].is_some() {
+                plan.remove(id);
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn constant_of(plan: &PlanGraph, id: usize) -> Option<&Tensor> {
+    match plan.node(id).map(|n| &n.op) {
+        Some(PlanOp::Op(Op::Constant(t))) => Some(t),
+        _ => None,
+    }
+}
+
+/// Runs ops whose inputs are all constants once, at compile time (never random ops, never
+/// variables or feeds). Shape-only ops (`dim_size`, `full_like`) fold as soon as the shape
+/// they read is known.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConstantFolding;
+
+/// Largest result (elements) constant folding materializes.
+const FOLD_LIMIT: usize = 1 << 20;
+
+impl Pass for ConstantFolding {
+    fn name(&self) -> &str {
+        "constant_folding"
+    }
+
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
+        let mut changed = false;
+        for id in plan.live() {
+            let Some(node) = plan.node(id) else { continue };
+            let PlanOp::Op(op) = &node.op else { continue };
+            if matches!(op, Op::Constant(_)) || op.is_random() || !node.control.is_empty() {
+                continue;
+            }
+            let too_big = node
+                .info
+                .concrete()
+                .is_none_or(|s| s.iter().product::<usize>() > FOLD_LIMIT);
+            if too_big {
+                continue;
+            }
+            let shape_only = matches!(op, Op::DimSize { .. } | Op::FullLike { .. });
+            let value = if shape_only {
+                let Some(x) = node.inputs.first().and_then(|&i| plan.node(i)) else {
+                    continue;
+                };
+                let Some(shape) = x.info.concrete() else {
+                    continue;
+                };
+                // The kernel reads only the input's shape (and dtype): run it on a stand-in.
+                let stand_in = Tensor::zeros(&[], x.info.dtype).expand(&shape)?;
+                eval(op, &[&stand_in])
+            } else {
+                let consts: Option<Vec<&Tensor>> =
+                    node.inputs.iter().map(|&i| constant_of(plan, i)).collect();
+                let Some(consts) = consts else { continue };
+                eval(op, &consts)
+            };
+            // An op that fails on constants is left for run time, where it reports its error.
+            let Ok(value) = value else { continue };
+            let value = value.contiguous()?;
+            if let Some(Some(n)) = plan.nodes.get_mut(id) {
+                n.op = PlanOp::Op(Op::Constant(value));
+                n.inputs.clear();
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Merges nodes that compute the same op (same `Op::key()`) on the same inputs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommonSubexpressionElimination;
+
+impl Pass for CommonSubexpressionElimination {
+    fn name(&self) -> &str {
+        "cse"
+    }
+
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
+        let mut seen: HashMap<(String, Vec<usize>, Vec<usize>), usize> = HashMap::new();
+        let mut changed = false;
+        for id in plan.live() {
+            let Some(node) = plan.node(id) else { continue };
+            let key = match &node.op {
+                PlanOp::Op(op) if !op.is_random() => op.key(),
+                PlanOp::Identity => "identity".to_string(),
+                _ => continue,
+            };
+            let key = (key, node.inputs.clone(), node.control.clone());
+            match seen.get(&key) {
+                Some(&first) => {
+                    plan.replace_uses(id, first);
+                    plan.remove(id);
+                    changed = true;
+                }
+                None => {
+                    seen.insert(key, id);
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Algebraic identities: `x*1`, `1*x`, `x+0`, `0+x`, `x-0`, `x/1`, permute of permute,
+/// reshape chains, cast to the same dtype, expand / sum-to to the same known shape,
+/// `stop_gradient` and `identity` (plans only run forward, gradients are already built).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlgebraicSimplification;
+
+fn all_equal(t: &Tensor, v: f64) -> bool {
+    t.numel() <= 4096 && t.to_f64_vec().is_ok_and(|d| d.iter().all(|&x| x == v))
+}
+
+enum Rewrite {
+    /// Uses of the node become uses of this node.
+    Forward(usize),
+    /// The node becomes this op on these inputs.
+    Replace(Op, Vec<usize>),
+}
+
+fn simplify(plan: &PlanGraph, id: usize) -> Option<Rewrite> {
+    let node = plan.node(id)?;
+    if !node.control.is_empty() {
+        return None;
+    }
+    let same_info = |x: usize| plan.node(x).is_some_and(|n| n.info == node.info);
+    let forward = |x: usize| same_info(x).then_some(Rewrite::Forward(x));
+    let op = match &node.op {
+        PlanOp::Identity => return node.inputs.first().and_then(|&x| forward(x)),
+        PlanOp::Op(op) => op,
+        _ => return None,
+    };
+    let x = *node.inputs.first()?;
+    let input = plan.node(x)?;
+    match op {
+        Op::StopGradient => forward(x),
+        Op::Cast(d) if *d == input.info.dtype => forward(x),
+        Op::Scalar {
+            op: b,
+            value,
+            scalar_on_left,
+        } => {
+            let neutral = match (b, scalar_on_left) {
+                (BinaryOp::Mul, _) | (BinaryOp::Div, false) | (BinaryOp::Pow, false) => 1.0,
+                (BinaryOp::Add, _) | (BinaryOp::Sub, false) => 0.0,
+                _ => return None,
+            };
+            (*value == neutral).then(|| forward(x)).flatten()
+        }
+        Op::Binary(b) => {
+            let y = *node.inputs.get(1)?;
+            let (cx, cy) = (constant_of(plan, x), constant_of(plan, y));
+            let is = |c: Option<&Tensor>, v: f64| c.is_some_and(|t| all_equal(t, v));
+            match b {
+                BinaryOp::Mul if is(cy, 1.0) => forward(x),
+                BinaryOp::Mul if is(cx, 1.0) => forward(y),
+                BinaryOp::Add if is(cy, 0.0) => forward(x),
+                BinaryOp::Add if is(cx, 0.0) => forward(y),
+                BinaryOp::Sub if is(cy, 0.0) => forward(x),
+                BinaryOp::Div if is(cy, 1.0) => forward(x),
+                _ => None,
+            }
+        }
+        Op::Permute(p) => {
+            if p.iter().enumerate().all(|(i, &a)| i == a) {
+                return forward(x);
+            }
+            if let PlanOp::Op(Op::Permute(q)) = &input.op {
+                let inner = *input.inputs.first()?;
+                let composed: Option<Vec<usize>> = p.iter().map(|&a| q.get(a).copied()).collect();
+                let composed = composed?;
+                if composed.iter().enumerate().all(|(i, &a)| i == a) {
+                    return forward(inner);
+                }
+                return Some(Rewrite::Replace(Op::Permute(composed), vec![inner]));
+            }
+            None
+        }
+        Op::Reshape(target) => {
+            if node.info.concrete().is_some() && same_info(x) {
+                return forward(x);
+            }
+            match &input.op {
+                PlanOp::Op(
+                    Op::Reshape(_)
+                    | Op::Flatten { .. }
+                    | Op::Unsqueeze(_)
+                    | Op::Squeeze(_)
+                    | Op::ReshapeLike,
+                ) => {
+                    let inner = *input.inputs.first()?;
+                    Some(Rewrite::Replace(Op::Reshape(target.clone()), vec![inner]))
+                }
+                _ => None,
+            }
+        }
+        Op::Flatten { .. } | Op::Unsqueeze(_) | Op::Squeeze(_) | Op::ReshapeLike => {
+            (node.info.concrete().is_some() && same_info(x))
+                .then(|| forward(x))
+                .flatten()
+        }
+        Op::Expand(_) | Op::ExpandLike | Op::SumToLike => (node.info.concrete().is_some()
+            && same_info(x))
+        .then(|| forward(x))
+        .flatten(),
+        _ => None,
+    }
+}
+
+impl Pass for AlgebraicSimplification {
+    fn name(&self) -> &str {
+        "algebraic_simplification"
+    }
+
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
+        let mut changed = false;
+        for id in plan.live() {
+            match simplify(plan, id) {
+                Some(Rewrite::Forward(x)) => {
+                    plan.replace_uses(id, x);
+                    plan.remove(id);
+                    changed = true;
+                }
+                Some(Rewrite::Replace(op, inputs)) => {
+                    if let Some(Some(n)) = plan.nodes.get_mut(id) {
+                        n.op = PlanOp::Op(op);
+                        n.inputs = inputs;
+                        changed = true;
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(changed)
+    }
+}

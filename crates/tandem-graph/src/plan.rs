@@ -1,0 +1,434 @@
+//! Execution plans: what a session compiles for one (fetch set, feed set).
+//!
+//! # Plan format
+//!
+//! Compilation has three stages:
+//!
+//! 1. **Extraction**: the nodes the fetches need (through data and control inputs, stopping at
+//!    fed nodes) are copied into a [`PlanGraph`], a mutable graph whose nodes are
+//!    [`PlanNode`]s: a [`PlanOp`], data inputs, control inputs and the inferred
+//!    [`ValueInfo`]. Fed nodes become [`PlanOp::Feed`] sources (feed `i` of the plan's feed
+//!    list), variables become [`PlanOp::Variable`] reads.
+//! 2. **Passes** ([`crate::passes`]): each rewrites the plan graph in place; a pass may add
+//!    nodes (ids grow), redirect uses ([`PlanGraph::replace_uses`]) and remove nodes. A pass
+//!    that replaces a subgraph by a fused kernel adds a [`PlanOp::Kernel`] node.
+//! 3. **Scheduling**: a topological order of the live nodes becomes a flat list of [`Step`]s.
+//!    Step `i` writes value slot `i`; `inputs` are slots; `free` lists the slots whose last
+//!    use is this step, dropped right after it runs (unless fetched), so memory is released as
+//!    soon as values are dead. `fetch_slots` are the slots returned by a run.
+//!
+//! The interpreter ([`crate::exec`]) walks the steps in order. Variable writes (assign,
+//! optimizer updates, initialization) go to a per-run overlay and are committed together
+//! after every step succeeded.
+
+use crate::graph::{ApplyDef, AssignMode, GraphData, NodeKind, VariableDef};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use tandem_ir::infer::fmt_shape;
+use tandem_ir::{Op, ValueInfo};
+use tandem_tensor::{Error, Result, Tensor};
+
+/// A kernel that a pass put in place of a subgraph (e.g. a fused elementwise chain).
+pub trait Kernel: Send + Sync + fmt::Debug {
+    /// Name shown in plan dumps.
+    fn name(&self) -> &str;
+    /// Computes the output from the inputs. `out` is a preallocated buffer of the output's
+    /// shape and dtype the kernel may write into and return (memory planning passes one when
+    /// it owns a reusable buffer for the step; `None` otherwise).
+    fn run(&self, inputs: &[&Tensor], out: Option<Tensor>) -> Result<Tensor>;
+}
+
+/// What a plan node computes.
+#[derive(Clone, Debug)]
+pub enum PlanOp {
+    /// Feed number `i` of the plan.
+    Feed(usize),
+    /// Reads the variable with this index.
+    Variable(usize),
+    /// An IR op.
+    Op(Op),
+    /// Passes its input through.
+    Identity,
+    /// Writes a variable (inputs `[var, value]`).
+    Assign {
+        /// Variable index.
+        var: usize,
+        /// Set, add or subtract.
+        mode: AssignMode,
+    },
+    /// An optimizer update (inputs `[var, grad, slots..., iterations, lr?]`).
+    Apply(ApplyDef),
+    /// Sets variables to their initial values.
+    InitVariables(Vec<VariableDef>),
+    /// Nothing (control dependencies only).
+    NoOp,
+    /// A kernel put in place by a pass.
+    Kernel(Arc<dyn Kernel>),
+}
+
+impl PlanOp {
+    /// A short name.
+    pub fn name(&self) -> String {
+        match self {
+            PlanOp::Feed(i) => format!("feed[{i}]"),
+            PlanOp::Variable(i) => format!("variable[{i}]"),
+            PlanOp::Op(op) => op.to_string(),
+            PlanOp::Identity => "identity".into(),
+            PlanOp::Assign { mode, var } => format!("{mode:?}(var[{var}])").to_lowercase(),
+            PlanOp::Apply(a) => a.update.name().into(),
+            PlanOp::InitVariables(v) => format!("init_variables({})", v.len()),
+            PlanOp::NoOp => "no_op".into(),
+            PlanOp::Kernel(k) => k.name().into(),
+        }
+    }
+
+    /// True for ops that write variables (never removed or merged by passes unless dead).
+    pub fn has_side_effects(&self) -> bool {
+        matches!(
+            self,
+            PlanOp::Assign { .. } | PlanOp::Apply(_) | PlanOp::InitVariables(_)
+        )
+    }
+}
+
+/// A node of a [`PlanGraph`].
+#[derive(Clone, Debug)]
+pub struct PlanNode {
+    /// Name (the graph node's name, or a pass-made name).
+    pub name: String,
+    /// What it computes.
+    pub op: PlanOp,
+    /// Data inputs (plan node ids).
+    pub inputs: Vec<usize>,
+    /// Nodes that must run first (plan node ids).
+    pub control: Vec<usize>,
+    /// Dtype and shape of the output.
+    pub info: ValueInfo,
+}
+
+/// A fed value of a plan.
+#[derive(Clone, Debug)]
+pub struct FeedSpec {
+    /// Graph node id.
+    pub node: usize,
+    /// Node name (for errors).
+    pub name: String,
+    /// What the fed tensor must admit.
+    pub info: ValueInfo,
+    /// Whether the fed node is a placeholder.
+    pub placeholder: bool,
+}
+
+/// The mutable graph that passes rewrite. Removed nodes are `None`.
+#[derive(Clone, Debug, Default)]
+pub struct PlanGraph {
+    /// Nodes by id.
+    pub nodes: Vec<Option<PlanNode>>,
+    /// The fetched nodes, in fetch order.
+    pub outputs: Vec<usize>,
+    /// The plan's feeds, in feed order.
+    pub feeds: Vec<FeedSpec>,
+}
+
+impl PlanGraph {
+    /// A live node.
+    pub fn node(&self, id: usize) -> Option<&PlanNode> {
+        self.nodes.get(id).and_then(Option::as_ref)
+    }
+
+    /// Adds a node and returns its id.
+    pub fn add(&mut self, node: PlanNode) -> usize {
+        self.nodes.push(Some(node));
+        self.nodes.len() - 1
+    }
+
+    /// Ids of the live nodes.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect()
+    }
+
+    /// Number of live nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_some()).count()
+    }
+
+    /// True when no node is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes every use of `old` (data inputs and fetches) use `new` instead; control edges
+    /// to `old` move to `new` too. Returns whether anything changed.
+    pub fn replace_uses(&mut self, old: usize, new: usize) -> bool {
+        if old == new {
+            return false;
+        }
+        let mut changed = false;
+        for n in self.nodes.iter_mut().flatten() {
+            for i in n.inputs.iter_mut().chain(n.control.iter_mut()) {
+                if *i == old {
+                    *i = new;
+                    changed = true;
+                }
+            }
+        }
+        for o in &mut self.outputs {
+            if *o == old {
+                *o = new;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Removes a node (its uses must have been redirected first).
+    pub fn remove(&mut self, id: usize) {
+        if let Some(slot) = self.nodes.get_mut(id) {
+            *slot = None;
+        }
+    }
+
+    /// Extracts what `fetches` need from a graph, with `feeds` (graph node ids) as sources.
+    pub(crate) fn extract(g: &GraphData, fetches: &[usize], feeds: &[usize]) -> Result<PlanGraph> {
+        let n = g.nodes.len();
+        let bad = |id: usize| Error::Graph(format!("node id {id} is not in this graph"));
+        let mut feed_index: HashMap<usize, usize> = HashMap::new();
+        for (i, &f) in feeds.iter().enumerate() {
+            if f >= n {
+                return Err(bad(f));
+            }
+            if feed_index.insert(f, i).is_some() {
+                return Err(Error::Graph(format!("`{}` is fed twice", g.nodes[f].name)));
+            }
+        }
+        let mut needed = vec![false; n];
+        // Who needs each node first (for the unfed-placeholder message).
+        let mut needed_by: Vec<usize> = vec![usize::MAX; n];
+        let mut stack = Vec::new();
+        for &f in fetches {
+            if f >= n {
+                return Err(bad(f));
+            }
+            if !needed[f] {
+                needed[f] = true;
+                needed_by[f] = f;
+                stack.push(f);
+            }
+        }
+        while let Some(id) = stack.pop() {
+            if feed_index.contains_key(&id) {
+                continue;
+            }
+            let node = &g.nodes[id];
+            for &i in node.inputs.iter().chain(&node.control_inputs) {
+                if !needed[i] {
+                    needed[i] = true;
+                    needed_by[i] = needed_by[id];
+                    stack.push(i);
+                }
+            }
+        }
+        let mut pg = PlanGraph::default();
+        let mut map = vec![usize::MAX; n];
+        for id in 0..n {
+            if !needed[id] {
+                continue;
+            }
+            let node = &g.nodes[id];
+            let fed = feed_index.get(&id).copied();
+            let op = match (fed, &node.kind) {
+                (Some(i), _) => PlanOp::Feed(i),
+                (None, NodeKind::Placeholder) => {
+                    let by = g.nodes.get(needed_by[id]).map_or("?", |n| n.name.as_str());
+                    return Err(Error::Graph(format!(
+                        "placeholder `{}` ({} {}) must be fed: fetch `{by}` depends on it",
+                        node.name,
+                        node.info.dtype,
+                        fmt_shape(&node.info.shape)
+                    )));
+                }
+                (None, NodeKind::Op(op)) => PlanOp::Op(op.clone()),
+                (None, NodeKind::Variable(v)) => PlanOp::Variable(v.index),
+                (None, NodeKind::Assign { var, mode }) => PlanOp::Assign {
+                    var: *var,
+                    mode: *mode,
+                },
+                (None, NodeKind::Identity) => PlanOp::Identity,
+                (None, NodeKind::NoOp) => PlanOp::NoOp,
+                (None, NodeKind::InitVariables(vars)) => {
+                    let mut defs = Vec::with_capacity(vars.len());
+                    for &v in vars {
+                        let vid = *g.variables.get(v).ok_or_else(|| bad(v))?;
+                        if let NodeKind::Variable(def) = &g.nodes[vid].kind {
+                            defs.push(def.clone());
+                        }
+                    }
+                    PlanOp::InitVariables(defs)
+                }
+                (None, NodeKind::Apply(a)) => PlanOp::Apply(a.clone()),
+            };
+            let (inputs, control) = if fed.is_some() {
+                (vec![], vec![])
+            } else {
+                (
+                    node.inputs.iter().map(|&i| map[i]).collect(),
+                    node.control_inputs.iter().map(|&i| map[i]).collect(),
+                )
+            };
+            map[id] = pg.add(PlanNode {
+                name: node.name.clone(),
+                op,
+                inputs,
+                control,
+                info: node.info.clone(),
+            });
+        }
+        pg.outputs = fetches.iter().map(|&f| map[f]).collect();
+        pg.feeds = feeds
+            .iter()
+            .map(|&f| FeedSpec {
+                node: f,
+                name: g.nodes[f].name.clone(),
+                info: g.nodes[f].info.clone(),
+                placeholder: matches!(g.nodes[f].kind, NodeKind::Placeholder),
+            })
+            .collect();
+        Ok(pg)
+    }
+}
+
+/// One step of a compiled plan.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Name of the node it came from.
+    pub name: String,
+    /// What it computes.
+    pub op: PlanOp,
+    /// Input slots.
+    pub inputs: Vec<usize>,
+    /// Slots to drop after this step (their last use).
+    pub free: Vec<usize>,
+    /// Dtype and shape of the output.
+    pub info: ValueInfo,
+}
+
+/// A compiled plan: steps over value slots (step `i` writes slot `i`).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The steps in execution order.
+    pub steps: Vec<Step>,
+    /// Slots returned by a run, in fetch order.
+    pub fetch_slots: Vec<usize>,
+    /// The feeds, in the order a run takes them.
+    pub feeds: Vec<FeedSpec>,
+    /// Whether any step writes variables.
+    pub writes_variables: bool,
+}
+
+impl Plan {
+    /// Schedules a plan graph: topological order of what the outputs need, slots, last uses.
+    pub fn schedule(pg: &PlanGraph) -> Result<Plan> {
+        let n = pg.nodes.len();
+        // Iterative post-order DFS from the outputs.
+        let mut state = vec![0u8; n]; // 0 new, 1 open, 2 done
+        let mut order = Vec::new();
+        for &o in &pg.outputs {
+            let mut stack: Vec<(usize, usize)> = vec![(o, 0)];
+            while let Some((id, k)) = stack.pop() {
+                let node = pg.node(id).ok_or_else(|| {
+                    Error::Graph(format!("plan: node {id} was removed but is still used"))
+                })?;
+                if k == 0 {
+                    match state[id] {
+                        2 => continue,
+                        1 => return Err(Error::Graph(format!("plan: cycle at `{}`", node.name))),
+                        _ => state[id] = 1,
+                    }
+                }
+                let deps = node.inputs.len() + node.control.len();
+                if k < deps {
+                    stack.push((id, k + 1));
+                    let d = if k < node.inputs.len() {
+                        node.inputs[k]
+                    } else {
+                        node.control[k - node.inputs.len()]
+                    };
+                    match state.get(d) {
+                        Some(0) => stack.push((d, 0)),
+                        Some(1) => {
+                            return Err(Error::Graph(format!("plan: cycle at `{}`", node.name)))
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state[id] = 2;
+                    order.push(id);
+                }
+            }
+        }
+        let mut slot = vec![usize::MAX; n];
+        for (s, &id) in order.iter().enumerate() {
+            slot[id] = s;
+        }
+        let fetch_slots: Vec<usize> = pg.outputs.iter().map(|&o| slot[o]).collect();
+        let mut last_use = vec![usize::MAX; order.len()];
+        let mut steps: Vec<Step> = Vec::with_capacity(order.len());
+        for (s, &id) in order.iter().enumerate() {
+            let node = pg
+                .node(id)
+                .ok_or_else(|| Error::Graph("plan: lost node".into()))?;
+            let inputs: Vec<usize> = node.inputs.iter().map(|&i| slot[i]).collect();
+            for &i in &inputs {
+                last_use[i] = s;
+            }
+            steps.push(Step {
+                name: node.name.clone(),
+                op: node.op.clone(),
+                inputs,
+                free: vec![],
+                info: node.info.clone(),
+            });
+        }
+        let mut fetched = vec![false; order.len()];
+        for &f in &fetch_slots {
+            fetched[f] = true;
+        }
+        for (s, &l) in last_use.iter().enumerate() {
+            if fetched[s] {
+                continue;
+            }
+            // Values nobody reads are dropped right after they are made.
+            let at = if l == usize::MAX { s } else { l };
+            steps[at].free.push(s);
+        }
+        let writes_variables = steps.iter().any(|s| s.op.has_side_effects());
+        Ok(Plan {
+            steps,
+            fetch_slots,
+            feeds: pg.feeds.clone(),
+            writes_variables,
+        })
+    }
+
+    /// The plan as text, one line per step: slot, name, op, input slots, dtype and shape.
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        for (i, st) in self.steps.iter().enumerate() {
+            let ins: Vec<String> = st.inputs.iter().map(|i| format!("%{i}")).collect();
+            s.push_str(&format!(
+                "%{i} = {} [{}]({}) : {} {}\n",
+                st.name,
+                st.op.name(),
+                ins.join(", "),
+                st.info.dtype,
+                fmt_shape(&st.info.shape)
+            ));
+        }
+        let f: Vec<String> = self.fetch_slots.iter().map(|i| format!("%{i}")).collect();
+        s.push_str(&format!("fetch {}\n", f.join(", ")));
+        s
+    }
+}
