@@ -90,6 +90,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A device (driver, kernel launch, copy, out-of-memory) failure while running an op.
+    #[error("{op} on {device}: {msg}")]
+    Backend {
+        /// The op or function.
+        op: &'static str,
+        /// The device.
+        device: Device,
+        /// What the driver or library reported.
+        msg: String,
+    },
     /// An argument is invalid for another reason.
     #[error("{op}: {msg}")]
     InvalidArgument {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod cpu;
+pub mod cuda;
 mod device;
 mod display;
 mod dtype;

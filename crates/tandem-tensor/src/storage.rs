@@ -228,16 +228,13 @@ impl Storage {
         self.len() == 0
     }
 
-    /// The host buffer, or an error naming the op and the device the data is on.
+    /// The host buffer, or an error naming the op and the device the data is on (an op that
+    /// reaches this with GPU data has no CUDA kernel).
     pub fn cpu(&self, #[allow(unused_variables)] op: &'static str) -> Result<&CpuStorage> {
         match self {
             Storage::Cpu(s) => Ok(s),
             #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => Err(Error::DeviceMismatch {
-                op,
-                lhs: Device::Cpu,
-                rhs: s.device(),
-            }),
+            Storage::Cuda(s) => Err(crate::cuda::no_kernel(op, s)),
         }
     }
 
@@ -249,11 +246,7 @@ impl Storage {
         match self {
             Storage::Cpu(s) => Ok(s),
             #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => Err(Error::DeviceMismatch {
-                op,
-                lhs: Device::Cpu,
-                rhs: s.device(),
-            }),
+            Storage::Cuda(s) => Err(crate::cuda::no_kernel(op, s)),
         }
     }
 }

@@ -83,6 +83,28 @@ impl Tensor {
         }
     }
 
+    /// A tensor of the given shape filled with `value` (converted to `dtype`), created directly
+    /// on `device` (no host copy for a GPU). Fails when the device is not available.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::full(shape, value, dtype)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => crate::cuda::full(ordinal, shape, value, dtype),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Tensor::full(shape, value, dtype).to_device(device),
+        }
+    }
+
+    /// Zeros created on `device` (see [`Tensor::full_on`]).
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 0.0, dtype, device)
+    }
+
+    /// Ones created on `device` (see [`Tensor::full_on`]).
+    pub fn ones_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 1.0, dtype, device)
+    }
+
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
         let n = crate::layout::numel(shape);

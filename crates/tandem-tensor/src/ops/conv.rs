@@ -146,6 +146,10 @@ impl Tensor {
             }
             inputs.push(b);
         }
+        #[cfg(feature = "cuda")]
+        if inputs.iter().any(|t| t.device().is_cuda()) {
+            return crate::cuda::conv2d(self, weight, bias, &g);
+        }
         run_float(
             "conv2d",
             &inputs,
@@ -165,6 +169,10 @@ impl Tensor {
         let op = "conv2d_input_grad";
         let g = ConvGeom::new(op, input_shape, weight.shape(), p)?;
         check_grad_out(op, grad_out, &g)?;
+        #[cfg(feature = "cuda")]
+        if grad_out.device().is_cuda() || weight.device().is_cuda() {
+            return crate::cuda::conv2d_input_grad(grad_out, weight, &g, input_shape);
+        }
         run_float(op, &[grad_out, weight], input_shape, &InputGrad(&g))
     }
 
@@ -179,6 +187,10 @@ impl Tensor {
         let op = "conv2d_weight_grad";
         let g = ConvGeom::new(op, input.shape(), weight_shape, p)?;
         check_grad_out(op, grad_out, &g)?;
+        #[cfg(feature = "cuda")]
+        if input.device().is_cuda() || grad_out.device().is_cuda() {
+            return crate::cuda::conv2d_weight_grad(input, grad_out, &g, weight_shape);
+        }
         run_float(op, &[input, grad_out], weight_shape, &WeightGrad(&g))
     }
 }

@@ -32,6 +32,10 @@ impl Tensor {
     /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0, 0.0, 2.0]);
     /// ```
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::unary(self, op);
+        }
         let (storage, layout) = self.cpu(op.name())?;
         let out = unary_kernels::unary(op, storage, layout)?;
         Tensor::from_cpu_storage(out, self.shape())
@@ -52,6 +56,10 @@ impl Tensor {
     pub fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
         let name = op.name();
         check_same_dtype(name, self, rhs)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || rhs.device().is_cuda() {
+            return crate::cuda::binary(self, op, rhs);
+        }
         let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
         let (a, la) = self.cpu(name)?;
         let (b, lb) = rhs.cpu(name)?;
@@ -93,7 +101,7 @@ impl Tensor {
                 return self.unary(u);
             }
         }
-        let scalar = Tensor::full(&[], value, self.dtype());
+        let scalar = Tensor::full_on(&[], value, self.dtype(), self.device())?;
         if scalar_on_left {
             scalar.binary(op, self)
         } else {
@@ -127,6 +135,16 @@ impl Tensor {
                     shape.as_slice()
                 ),
             });
+        }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || rhs.device().is_cuda() {
+            let out = crate::cuda::binary(self, op, rhs)?;
+            *self = if out.dtype() == self.dtype() {
+                out
+            } else {
+                out.cast(self.dtype())?
+            };
+            return Ok(());
         }
         let in_place = !op.is_comparison()
             && !op.is_logical()
@@ -176,6 +194,10 @@ impl Tensor {
         check_same_dtype(OP, on_true, on_false)?;
         let shape = broadcast_shapes(OP, on_true.shape(), on_false.shape())?;
         let shape = broadcast_shapes(OP, cond.shape(), &shape)?;
+        #[cfg(feature = "cuda")]
+        if cond.device().is_cuda() || on_true.device().is_cuda() || on_false.device().is_cuda() {
+            return crate::cuda::where_cond(cond, on_true, on_false);
+        }
         let (c, lc) = cond.cpu(OP)?;
         let (t, lt) = on_true.cpu(OP)?;
         let (f, lf) = on_false.cpu(OP)?;

@@ -135,6 +135,15 @@ impl Tensor {
         let op = "gather";
         check_axis(op, axis, self.rank())?;
         check_fits(op, index, self, Some(axis), "the input")?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || index.device().is_cuda() {
+            index_values(
+                op,
+                &index.to_device(crate::Device::Cpu)?,
+                self.shape()[axis],
+            )?;
+            return crate::cuda::gather(op, self, axis, index, index.layout(), index.shape());
+        }
         let idx = index_values(op, index, self.shape()[axis])?;
         let (s, l) = self.cpu(op)?;
         let il = Layout::contiguous(index.shape());
@@ -154,6 +163,22 @@ impl Tensor {
         check_same_dtype(op, self, src)?;
         check_fits(op, index, self, Some(axis), "the input")?;
         check_fits(op, index, src, None, "src")?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || index.device().is_cuda() || src.device().is_cuda() {
+            index_values(
+                op,
+                &index.to_device(crate::Device::Cpu)?,
+                self.shape()[axis],
+            )?;
+            let sl = src.layout();
+            let src_l = Layout::from_parts(
+                Shape::from_slice(index.shape()),
+                Strides::from_slice(sl.strides()),
+                sl.offset(),
+            );
+            let il = index.layout();
+            return crate::cuda::scatter_add(op, self, axis, index, il, src, &src_l, index.shape());
+        }
         let idx = index_values(op, index, self.shape()[axis])?;
         let (s, l) = self.cpu(op)?;
         let (src_s, src_l) = src.cpu(op)?;
@@ -187,6 +212,18 @@ impl Tensor {
         let op = "index_select";
         check_axis(op, axis, self.rank())?;
         check_vector_index(op, index)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || index.device().is_cuda() {
+            index_values(
+                op,
+                &index.to_device(crate::Device::Cpu)?,
+                self.shape()[axis],
+            )?;
+            let mut shape = self.shape().to_vec();
+            shape[axis] = index.numel();
+            let il = crate::cuda::broadcast_index(index, &shape, axis);
+            return crate::cuda::gather(op, self, axis, index, &il, &shape);
+        }
         let idx = index_values(op, index, self.shape()[axis])?;
         let mut shape = Shape::from_slice(self.shape());
         shape[axis] = idx.len();
@@ -226,6 +263,16 @@ impl Tensor {
                     "src must have the input's shape with the index length along axis {axis}"
                 ),
             });
+        }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || index.device().is_cuda() || src.device().is_cuda() {
+            index_values(
+                op,
+                &index.to_device(crate::Device::Cpu)?,
+                self.shape()[axis],
+            )?;
+            let il = crate::cuda::broadcast_index(index, &want, axis);
+            return crate::cuda::scatter_add(op, self, axis, index, &il, src, src.layout(), &want);
         }
         let idx = index_values(op, index, self.shape()[axis])?;
         let (s, l) = self.cpu(op)?;

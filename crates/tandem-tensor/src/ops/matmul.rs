@@ -106,6 +106,10 @@ impl Tensor {
             });
         }
         let p = plan(self, rhs)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::matmul(self, rhs, &p.lhs, &p.rhs, &p.out_shape);
+        }
         if self.dtype() == DType::BF16 {
             let a = self.cast(DType::F32)?;
             let b = rhs.cast(DType::F32)?;

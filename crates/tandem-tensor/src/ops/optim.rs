@@ -161,9 +161,13 @@ pub fn adam_step(
     if t == 0 {
         return Err(Error::invalid(OP, "steps count from 1"));
     }
-    let g = grad.contiguous()?;
     let bc1 = 1.0 - c.beta1.powi(t as i32);
     let bc2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
+    #[cfg(feature = "cuda")]
+    if param.device().is_cuda() {
+        return crate::cuda::adam(param, grad, m, v, bc1, bc2_sqrt, c);
+    }
+    let g = grad.contiguous()?;
     for_float!(param, |T| {
         let gs = g
             .as_slice::<T>()
@@ -233,6 +237,10 @@ pub fn sgd_step(
     }
     if let Some(b) = &momentum_buffer {
         check(OP, param, b, "momentum buffer")?;
+    }
+    #[cfg(feature = "cuda")]
+    if param.device().is_cuda() {
+        return crate::cuda::sgd(param, grad, momentum_buffer, first_step, c);
     }
     let g = grad.contiguous()?;
     for_float!(param, |T| {
@@ -308,6 +316,10 @@ pub fn rmsprop_step(
     }
     if let Some(b) = &grad_avg {
         check(OP, param, b, "gradient average")?;
+    }
+    #[cfg(feature = "cuda")]
+    if param.device().is_cuda() {
+        return crate::cuda::rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, c);
     }
     let g = grad.contiguous()?;
     for_float!(param, |T| {

@@ -96,6 +96,17 @@ impl Tensor {
     /// ```
     pub fn max_pool2d(&self, p: &Pool2dParams) -> Result<Tensor> {
         let g = PoolGeom::new("max_pool2d", self.shape(), p)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let shape = out_shape(self.shape(), &g);
+            return crate::cuda::pool(
+                "max_pool2d",
+                crate::cuda::PoolKind::Max,
+                &[self],
+                &g,
+                &shape,
+            );
+        }
         run_float(
             "max_pool2d",
             &[self],
@@ -115,6 +126,11 @@ impl Tensor {
         let op = "max_pool2d_backward";
         let g = PoolGeom::new(op, input.shape(), p)?;
         check_grad_out(op, grad_out, &out_shape(input.shape(), &g))?;
+        #[cfg(feature = "cuda")]
+        if grad_out.device().is_cuda() || input.device().is_cuda() {
+            let kind = crate::cuda::PoolKind::MaxBackward;
+            return crate::cuda::pool(op, kind, &[grad_out, input], &g, input.shape());
+        }
         run_float(
             op,
             &[grad_out, input],
@@ -135,6 +151,17 @@ impl Tensor {
     /// ```
     pub fn avg_pool2d(&self, p: &Pool2dParams) -> Result<Tensor> {
         let g = avg_geom("avg_pool2d", self.shape(), p)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let shape = out_shape(self.shape(), &g);
+            return crate::cuda::pool(
+                "avg_pool2d",
+                crate::cuda::PoolKind::Avg,
+                &[self],
+                &g,
+                &shape,
+            );
+        }
         run_float(
             "avg_pool2d",
             &[self],
@@ -152,6 +179,11 @@ impl Tensor {
         let op = "avg_pool2d_backward";
         let g = avg_geom(op, input_shape, p)?;
         check_grad_out(op, grad_out, &out_shape(input_shape, &g))?;
+        #[cfg(feature = "cuda")]
+        if grad_out.device().is_cuda() {
+            let kind = crate::cuda::PoolKind::AvgBackward;
+            return crate::cuda::pool(op, kind, &[grad_out], &g, input_shape);
+        }
         run_float(
             op,
             &[grad_out],

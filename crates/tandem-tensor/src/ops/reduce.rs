@@ -61,8 +61,6 @@ impl Tensor {
                 });
             }
         }
-        let (storage, layout) = self.cpu(name)?;
-        let out = kernels::reduce(op, storage, layout, &reduced)?;
         let out_shape: Vec<usize> = (0..rank)
             .filter_map(|d| match (reduced[d], keepdim) {
                 (false, _) => Some(shape[d]),
@@ -70,6 +68,12 @@ impl Tensor {
                 (true, false) => None,
             })
             .collect();
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::reduce(self, op, &reduced, &out_shape);
+        }
+        let (storage, layout) = self.cpu(name)?;
+        let out = kernels::reduce(op, storage, layout, &reduced)?;
         Tensor::from_cpu_storage(out, &out_shape)
     }
 
@@ -106,7 +110,7 @@ impl Tensor {
             });
         }
         if rank == 0 {
-            return Ok(Tensor::scalar(0i64));
+            return Tensor::scalar(0i64).to_device(self.device());
         }
         let shape = self.shape();
         if shape[axis] == 0 {
@@ -116,14 +120,18 @@ impl Tensor {
                 msg: format!("cannot reduce over dimension {axis}, which is empty"),
             });
         }
-        let (storage, layout) = self.cpu(name)?;
-        let out = arg_reduce::arg_reduce(op, storage, layout, axis);
         let mut out_shape = shape.to_vec();
         if keepdim {
             out_shape[axis] = 1;
         } else {
             out_shape.remove(axis);
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::arg_reduce(self, op, axis, &out_shape);
+        }
+        let (storage, layout) = self.cpu(name)?;
+        let out = arg_reduce::arg_reduce(op, storage, layout, axis);
         Tensor::from_vec(out, &out_shape)
     }
 

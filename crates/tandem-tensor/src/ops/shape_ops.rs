@@ -224,6 +224,10 @@ fn cat_impl(op: &'static str, tensors: &[&Tensor], axis: usize) -> Result<Tensor
             .ok_or_else(|| Error::invalid(op, "the concatenated size overflows"))?;
     }
     checked_numel(op, &shape)?;
+    #[cfg(feature = "cuda")]
+    if tensors.iter().any(|t| t.device().is_cuda()) {
+        return crate::cuda::cat(op, tensors, axis, &shape);
+    }
     let (s, _) = first.cpu(op)?;
     let out = crate::match_cpu_storage!(s, v => cat_typed(v, op, tensors, axis, &shape)?);
     Tensor::from_cpu_storage(out, &shape)
@@ -309,6 +313,10 @@ impl Tensor {
         for (d, (&s, &(before, _))) in self.shape().iter().zip(pads).enumerate() {
             region = region.slice(d, before, s, 1)?;
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::write_region(op, self, &shape, value, &region);
+        }
         let mut out = CpuStorage::full(self.dtype(), n, value);
         crate::match_cpu_storage!(&mut out, v => write_tensor(op, v, &region, self)?);
         Tensor::from_cpu_storage(out, &shape)
@@ -361,6 +369,10 @@ impl Tensor {
         }
         let n = checked_numel(op, shape)?;
         let region = Layout::contiguous(shape).slice(axis, start, len, step)?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::write_region(op, self, shape, 0.0, &region);
+        }
         let mut out = CpuStorage::zeros(self.dtype(), n);
         crate::match_cpu_storage!(&mut out, v => write_tensor(op, v, &region, self)?);
         Tensor::from_cpu_storage(out, shape)

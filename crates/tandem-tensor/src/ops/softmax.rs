@@ -48,6 +48,10 @@ impl Tensor {
             })?;
             Tensor::from_vec(out, t.shape())
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::softmax(self, axis, log);
+        }
         self.cpu(op)?;
         match self.dtype() {
             DType::F32 => run::<f32>(self, (outer, n, inner), log),
@@ -153,6 +157,17 @@ impl Tensor {
             });
         }
         let spatial: usize = shape.get(2..).map_or(1, |s| s.iter().product());
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || target.device().is_cuda() {
+            return crate::cuda::cross_entropy(
+                self,
+                target,
+                classes,
+                spatial,
+                ignore_index,
+                label_smoothing,
+            );
+        }
         let targets = target.cast(DType::I64)?.to_vec::<i64>()?;
         fn run<F: SoftmaxFloat>(
             logits: &Tensor,
