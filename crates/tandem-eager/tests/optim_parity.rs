@@ -186,3 +186,63 @@ fn parameters_without_grad_are_skipped_and_groups_have_their_own_lr() {
     opt.zero_grad();
     assert!(a.grad().is_none() && b.grad().is_none());
 }
+
+#[test]
+fn schedulers_follow_pytorch_closed_forms() {
+    use tandem_eager::optim::{CosineAnnealingLR, LinearWarmup, LrScheduler, StepLR};
+    let p = Tensor::zeros(&[1], tandem_eager::DType::F32).requires_grad_(true);
+    let mut opt = Sgd::new(
+        vec![p],
+        SgdConfig {
+            lr: 1.0,
+            ..SgdConfig::default()
+        },
+    );
+    let mut s = StepLR::new(&opt, 2, 0.5);
+    let lrs: Vec<f64> = (0..5)
+        .map(|_| {
+            s.step(&mut opt);
+            opt.lr()
+        })
+        .collect();
+    assert_eq!(lrs, vec![1.0, 0.5, 0.5, 0.25, 0.25]);
+    opt.set_lr(1.0);
+    let mut c = CosineAnnealingLR::new(&opt, 4, 0.0);
+    c.step(&mut opt);
+    assert!((opt.lr() - (1.0 + (std::f64::consts::PI / 4.0).cos()) / 2.0).abs() < 1e-12);
+    for _ in 0..3 {
+        c.step(&mut opt);
+    }
+    assert!(opt.lr().abs() < 1e-12);
+    opt.set_lr(1.0);
+    let mut w = LinearWarmup::new(&mut opt, 4, 0.2);
+    assert!((opt.lr() - 0.2).abs() < 1e-12);
+    w.step(&mut opt);
+    assert!((opt.lr() - 0.4).abs() < 1e-12);
+    for _ in 0..10 {
+        w.step(&mut opt);
+    }
+    assert_eq!(opt.lr(), 1.0);
+    assert_eq!(w.last_lr(), vec![1.0]);
+}
+
+#[test]
+fn clip_grad_norm_scales_to_the_max_norm_and_returns_the_total() {
+    use tandem_eager::optim::clip_grad_norm_;
+    let a = Tensor::zeros(&[2], tandem_eager::DType::F64).requires_grad_(true);
+    let b = Tensor::zeros(&[1], tandem_eager::DType::F64).requires_grad_(true);
+    a.set_grad(Some(Tensor::from_vec(vec![3.0f64, 0.0], &[2]).unwrap()))
+        .unwrap();
+    b.set_grad(Some(Tensor::from_vec(vec![4.0f64], &[1]).unwrap()))
+        .unwrap();
+    let total = clip_grad_norm_(&[a.clone(), b.clone()], 1.0).unwrap();
+    assert!((total - 5.0).abs() < 1e-12);
+    let ga = a.grad().unwrap().to_vec::<f64>().unwrap();
+    let gb = b.grad().unwrap().to_vec::<f64>().unwrap();
+    let norm = (ga[0] * ga[0] + gb[0] * gb[0]).sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    // Below the bound nothing changes.
+    let total = clip_grad_norm_(&[a.clone(), b], 10.0).unwrap();
+    assert!((total - norm).abs() < 1e-12);
+    assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), ga);
+}

@@ -38,6 +38,14 @@ pub fn gather_into<T: Element>(src: &[T], layout: &Layout, dst: &mut [T]) {
     if block == 0 || outer == 0 {
         return;
     }
+    if block == 1 && outer_shape.len() == 2 {
+        let (shape, strides) = (
+            [outer_shape[0], outer_shape[1]],
+            [outer_strides[0], outer_strides[1]],
+        );
+        gather_2d_tiled(src, layout.offset(), shape, strides, dst);
+        return;
+    }
     let copy_rows = |row0: usize, dst: &mut [T]| {
         // Index of row0 in the outer dims.
         let mut idx: smallvec::SmallVec<[usize; 6]> = smallvec::smallvec![0; outer_shape.len()];
@@ -82,6 +90,40 @@ pub fn gather_into<T: Element>(src: &[T], layout: &Layout, dst: &mut [T]) {
     }
 }
 
+/// Side of the square tiles of [`gather_2d_tiled`].
+const TILE: usize = 32;
+
+/// A 2-D strided copy (typically a transposed matrix) in square tiles, so that both the reads
+/// and the writes of a tile stay in cache instead of striding through memory per element.
+fn gather_2d_tiled<T: Element>(
+    src: &[T],
+    offset: usize,
+    [rows, cols]: [usize; 2],
+    [s0, s1]: [usize; 2],
+    dst: &mut [T],
+) {
+    let row_tile = |i0: usize, out: &mut [T]| {
+        let h = out.len() / cols;
+        for j0 in (0..cols).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                let base = offset + j * s1 + i0 * s0;
+                for i in 0..h {
+                    out[i * cols + j] = src[base + i * s0];
+                }
+            }
+        }
+    };
+    if rows * cols < super::simd::PARALLEL_THRESHOLD {
+        for (t, out) in dst.chunks_mut(TILE * cols).enumerate() {
+            row_tile(t * TILE, out);
+        }
+    } else {
+        dst.par_chunks_mut(TILE * cols)
+            .enumerate()
+            .for_each(|(t, out)| row_tile(t * TILE, out));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +152,26 @@ mod tests {
                 l = l.slice(0, 1, d - 1, 1).unwrap();
             }
             prop_assert_eq!(gather(&src, &l), reference(&src, &l));
+        }
+    }
+
+    #[test]
+    fn tiled_transposes_of_odd_sizes() {
+        for (r, c) in [
+            (1usize, 1usize),
+            (3, 17),
+            (17, 3),
+            (37, 1001),
+            (1000, 33),
+            (784, 128),
+        ] {
+            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+            let t = Layout::contiguous(&[r, c]).permute(&[1, 0]).unwrap();
+            assert_eq!(gather(&src, &t), reference(&src, &t));
+            if c > 2 {
+                let s = t.slice(0, 1, (c - 1) / 2, 2).unwrap();
+                assert_eq!(gather(&src, &s), reference(&src, &s));
+            }
         }
     }
 
