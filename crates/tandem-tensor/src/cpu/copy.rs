@@ -1,6 +1,6 @@
 //! Strided copies: materializing any view as a contiguous buffer.
 
-use crate::layout::Layout;
+use crate::layout::{Layout, Shape, Strides};
 use crate::{CpuStorage, Element};
 use rayon::prelude::*;
 
@@ -32,19 +32,22 @@ pub fn gather<T: Element>(src: &[T], layout: &Layout) -> Vec<T> {
 }
 
 /// Copies the elements of `layout` over `src` into `dst` (length = numel), in row-major order.
+///
+/// Views whose trailing elements are contiguous are copied a run at a time. Transposed views
+/// (the output's innermost dimension is strided while another dimension is contiguous in
+/// `src`) are copied in square tiles, so that both the reads and the writes stay within a few
+/// cache lines and pages at a time.
 pub fn gather_into<T: Element>(src: &[T], layout: &Layout, dst: &mut [T]) {
     let (outer_shape, outer_strides, block) = layout.blocks();
     let outer: usize = outer_shape.iter().product();
     if block == 0 || outer == 0 {
         return;
     }
-    if block == 1 && outer_shape.len() == 2 {
-        let (shape, strides) = (
-            [outer_shape[0], outer_shape[1]],
-            [outer_strides[0], outer_strides[1]],
-        );
-        gather_2d_tiled(src, layout.offset(), shape, strides, dst);
-        return;
+    if block == 1 {
+        if let Some(plan) = TransposePlan::new(layout) {
+            plan.run(src, dst);
+            return;
+        }
     }
     let copy_rows = |row0: usize, dst: &mut [T]| {
         // Index of row0 in the outer dims.
@@ -90,37 +93,134 @@ pub fn gather_into<T: Element>(src: &[T], layout: &Layout, dst: &mut [T]) {
     }
 }
 
-/// Side of the square tiles of [`gather_2d_tiled`].
+/// Edge of the square tiles of the blocked transpose, in elements.
 const TILE: usize = 32;
 
-/// A 2-D strided copy (typically a transposed matrix) in square tiles, so that both the reads
-/// and the writes of a tile stay in cache instead of striding through memory per element.
-fn gather_2d_tiled<T: Element>(
-    src: &[T],
+/// A copy that is a batch of 2-D transposes: the output's innermost dimension `l` is strided
+/// in the source, and dimension `j` is contiguous there (stride 1). For every index of the
+/// other (outer) dimensions, the `[n_j, n_l]` block is copied tile by tile.
+struct TransposePlan {
+    /// Sizes and source strides of the outer dimensions, outermost first.
+    outer: Shape,
+    outer_src: Strides,
+    /// Output strides of the outer dimensions.
+    outer_dst: Strides,
     offset: usize,
-    [rows, cols]: [usize; 2],
-    [s0, s1]: [usize; 2],
-    dst: &mut [T],
-) {
-    let row_tile = |i0: usize, out: &mut [T]| {
-        let h = out.len() / cols;
-        for j0 in (0..cols).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(cols) {
-                let base = offset + j * s1 + i0 * s0;
-                for i in 0..h {
-                    out[i * cols + j] = src[base + i * s0];
+    nj: usize,
+    nl: usize,
+    /// Source stride of dimension `l`.
+    sl: usize,
+    /// Output stride of dimension `j`.
+    dj: usize,
+    /// `j` is the second innermost dimension: each block is a contiguous part of the output.
+    adjacent: bool,
+}
+
+impl TransposePlan {
+    fn new(layout: &Layout) -> Option<TransposePlan> {
+        // Dimensions of size 1 change nothing.
+        let dims: Vec<(usize, usize)> = layout
+            .shape()
+            .iter()
+            .zip(layout.strides())
+            .filter(|(&n, _)| n != 1)
+            .map(|(&n, &s)| (n, s))
+            .collect();
+        let r = dims.len();
+        if r < 2 {
+            return None;
+        }
+        let (nl, sl) = dims[r - 1];
+        let j = dims[..r - 1].iter().rposition(|&(_, s)| s == 1)?;
+        let nj = dims[j].0;
+        if sl <= 1 || nj < 2 {
+            return None;
+        }
+        let mut dst_strides = vec![0; r];
+        let mut acc = 1;
+        for d in (0..r).rev() {
+            dst_strides[d] = acc;
+            acc *= dims[d].0;
+        }
+        let others = (0..r - 1).filter(|&d| d != j);
+        Some(TransposePlan {
+            outer: others.clone().map(|d| dims[d].0).collect(),
+            outer_src: others.clone().map(|d| dims[d].1).collect(),
+            outer_dst: others.map(|d| dst_strides[d]).collect(),
+            offset: layout.offset(),
+            nj,
+            nl,
+            sl,
+            dj: dst_strides[j],
+            adjacent: j == r - 2,
+        })
+    }
+
+    /// Source and output positions of the block with outer index `o` (row-major).
+    fn bases(&self, o: usize) -> (usize, usize) {
+        let (mut s, mut d, mut rest) = (self.offset, 0, o);
+        for k in (0..self.outer.len()).rev() {
+            let i = rest % self.outer[k];
+            rest /= self.outer[k];
+            s += i * self.outer_src[k];
+            d += i * self.outer_dst[k];
+        }
+        (s, d)
+    }
+
+    /// Copies rows `a0..a1` (at most [`TILE`] of them) of one block:
+    /// `dst[a * dj + b] = src[base + a + b * sl]`, with `dst` starting at the block's first
+    /// element. Each tile is first copied from its `b` source rows (contiguous runs) into a
+    /// small buffer, then written out row by row: reading the `a` columns straight from the
+    /// source would touch `TILE` lines one source row apart, which for power-of-two row
+    /// lengths all fall in the same cache set and evict each other.
+    #[inline(always)]
+    fn rows<T: Element>(&self, src: &[T], base: usize, dst: &mut [T], a0: usize, a1: usize) {
+        let h = a1 - a0;
+        let mut buf = [T::default(); TILE * TILE];
+        for b0 in (0..self.nl).step_by(TILE) {
+            let w = (b0 + TILE).min(self.nl) - b0;
+            for (k, line) in buf.chunks_exact_mut(TILE).take(w).enumerate() {
+                let p = base + a0 + (b0 + k) * self.sl;
+                line[..h].copy_from_slice(&src[p..p + h]);
+            }
+            for a in 0..h {
+                let at = (a0 + a) * self.dj + b0;
+                for (k, d) in dst[at..at + w].iter_mut().enumerate() {
+                    *d = buf[k * TILE + a];
                 }
             }
         }
-    };
-    if rows * cols < super::simd::PARALLEL_THRESHOLD {
-        for (t, out) in dst.chunks_mut(TILE * cols).enumerate() {
-            row_tile(t * TILE, out);
+    }
+
+    fn run<T: Element>(&self, src: &[T], dst: &mut [T]) {
+        let blocks: usize = self.outer.iter().product();
+        let block_len = self.nj * self.nl;
+        if self.adjacent && super::simd::parallel_chunks(dst.len()) > 1 {
+            // Each block, and each band of TILE rows in it, is its own part of the output.
+            dst.par_chunks_mut(block_len)
+                .take(blocks)
+                .enumerate()
+                .for_each(|(o, block)| {
+                    let (base, _) = self.bases(o);
+                    block
+                        .par_chunks_mut(TILE * self.nl)
+                        .enumerate()
+                        .for_each(|(t, band)| {
+                            let a0 = t * TILE;
+                            let a1 = (a0 + TILE).min(self.nj);
+                            self.rows(src, base + a0, band, 0, a1 - a0);
+                        });
+                });
+            return;
         }
-    } else {
-        dst.par_chunks_mut(TILE * cols)
-            .enumerate()
-            .for_each(|(t, out)| row_tile(t * TILE, out));
+        for o in 0..blocks {
+            let (base, d) = self.bases(o);
+            for a0 in (0..self.nj).step_by(TILE) {
+                let a1 = (a0 + TILE).min(self.nj);
+                self.rows(src, base, &mut dst[d..], a0, a1);
+            }
+        }
     }
 }
 
@@ -155,24 +255,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tiled_transposes_of_odd_sizes() {
-        for (r, c) in [
-            (1usize, 1usize),
-            (3, 17),
-            (17, 3),
-            (37, 1001),
-            (1000, 33),
-            (784, 128),
-        ] {
-            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
-            let t = Layout::contiguous(&[r, c]).permute(&[1, 0]).unwrap();
-            assert_eq!(gather(&src, &t), reference(&src, &t));
-            if c > 2 {
-                let s = t.slice(0, 1, (c - 1) / 2, 2).unwrap();
-                assert_eq!(gather(&src, &s), reference(&src, &s));
-            }
+    proptest! {
+        #[test]
+        fn tiled_transposes_match_positions(
+            dims in proptest::collection::vec(1usize..80, 2..4),
+            perm_seed in 0usize..6,
+            step in 1usize..3,
+        ) {
+            let n: usize = dims.iter().product();
+            let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let rank = dims.len();
+            let perms: [&[usize]; 6] = if rank == 2 {
+                [&[1, 0], &[1, 0], &[0, 1], &[1, 0], &[1, 0], &[1, 0]]
+            } else {
+                [&[0, 2, 1], &[2, 1, 0], &[1, 2, 0], &[2, 0, 1], &[1, 0, 2], &[0, 1, 2]]
+            };
+            let mut l = Layout::contiguous(&dims).permute(perms[perm_seed]).unwrap();
+            // A strided slice of the outermost dimension keeps the transpose structure.
+            let d0 = l.shape()[0];
+            l = l.slice(0, 0, d0.div_ceil(step), step).unwrap();
+            prop_assert_eq!(gather(&src, &l), reference(&src, &l));
         }
+    }
+
+    #[test]
+    fn big_transposes() {
+        // Large enough to run in parallel; sizes that are not multiples of the tile.
+        let dims = [3usize, 301, 203];
+        let n: usize = dims.iter().product();
+        let src: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let base = Layout::contiguous(&dims);
+        for perm in [[0, 2, 1], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let l = base.permute(&perm).unwrap();
+            assert_eq!(gather(&src, &l), reference(&src, &l), "{perm:?}");
+        }
+        // An offset view: the second half of a transposed matrix.
+        let sq = Layout::contiguous(&[257, 129]).permute(&[1, 0]).unwrap();
+        let half = sq.slice(1, 100, 157, 1).unwrap();
+        let src: Vec<f32> = (0..257 * 129).map(|i| i as f32).collect();
+        assert_eq!(gather(&src, &half), reference(&src, &half));
     }
 
     #[test]

@@ -1,0 +1,273 @@
+//! Workload benchmarks of issue 6, with the same definitions for every system. Benchmark ids
+//! are `WORKLOAD/CASE/SYSTEM` (`W1_mlp_step/b64/candle`); Tandem's eager and graph modes add
+//! `.../eager` and `.../graph` functions with the same workload and case, and the report
+//! (`cargo run --release --example bench_report`) puts them side by side.
+//!
+//! - W1 `W1_mlp_step/{b64,b1024}`: 784 -> Linear 128 -> ReLU -> Linear 10, mean cross-entropy
+//!   on integer labels, one Adam step (candle-nn's AdamW with weight decay 0), lr 1e-3.
+//! - W3 `W3_lenet_step/b64`: LeNet-5 (conv 1->6 5x5 pad 2, relu, maxpool 2, conv 6->16 5x5,
+//!   relu, maxpool 2, linear 400-120-84-10 with relus), same loss and optimizer.
+//! - W4 `W4_add_chain/{n16,n1M}`: 1,000 sequential `y = y + x` (time per chain; divide by
+//!   1,000 for the time per op).
+//! - W5 `W5_matmul/{512,1024,2048}`: f32 square matmul (Tandem, `gemm` called directly,
+//!   candle); throughput in FLOP.
+//! - W6 `W6_mlp_infer/b1`: W1's MLP forward on one input.
+//!
+//! Inputs are random data of the real shapes. Run with
+//! `RAYON_NUM_THREADS=2 cargo bench --bench modes` (candle's CPU matmul also uses rayon's pool).
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use candle_core::{DType, Device, Module, Tensor as CTensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+use tandem::tensor::{BinaryOp, Tensor};
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn labels(n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 7 + 3) % 10).collect()
+}
+
+fn adam(vars: Vec<candle_core::Var>) -> AdamW {
+    let params = ParamsAdamW {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        ..ParamsAdamW::default()
+    };
+    AdamW::new(vars, params).expect("candle AdamW")
+}
+
+struct CandleMlp {
+    fc1: candle_nn::Linear,
+    fc2: candle_nn::Linear,
+}
+
+impl CandleMlp {
+    fn new(vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(CandleMlp {
+            fc1: candle_nn::linear(784, 128, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(128, 10, vb.pp("fc2"))?,
+        })
+    }
+}
+
+impl Module for CandleMlp {
+    fn forward(&self, x: &CTensor) -> candle_core::Result<CTensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.relu()?)
+    }
+}
+
+struct CandleLenet {
+    conv1: candle_nn::Conv2d,
+    conv2: candle_nn::Conv2d,
+    fc1: candle_nn::Linear,
+    fc2: candle_nn::Linear,
+    fc3: candle_nn::Linear,
+}
+
+impl CandleLenet {
+    fn new(vb: VarBuilder) -> candle_core::Result<Self> {
+        let pad2 = candle_nn::Conv2dConfig {
+            padding: 2,
+            ..Default::default()
+        };
+        Ok(CandleLenet {
+            conv1: candle_nn::conv2d(1, 6, 5, pad2, vb.pp("conv1"))?,
+            conv2: candle_nn::conv2d(6, 16, 5, Default::default(), vb.pp("conv2"))?,
+            fc1: candle_nn::linear(400, 120, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(120, 84, vb.pp("fc2"))?,
+            fc3: candle_nn::linear(84, 10, vb.pp("fc3"))?,
+        })
+    }
+}
+
+impl Module for CandleLenet {
+    fn forward(&self, x: &CTensor) -> candle_core::Result<CTensor> {
+        let x = self.conv1.forward(x)?.relu()?.max_pool2d(2)?;
+        let x = self.conv2.forward(&x)?.relu()?.max_pool2d(2)?;
+        let x = x.flatten_from(1)?;
+        let x = self.fc1.forward(&x)?.relu()?;
+        let x = self.fc2.forward(&x)?.relu()?;
+        self.fc3.forward(&x)
+    }
+}
+
+/// One training step: forward, mean cross-entropy, backward, Adam update.
+fn candle_step(
+    model: &impl Module,
+    opt: &mut AdamW,
+    x: &CTensor,
+    y: &CTensor,
+) -> candle_core::Result<()> {
+    let loss = candle_nn::loss::cross_entropy(&model.forward(x)?, y)?;
+    opt.backward_step(&loss)
+}
+
+fn w1_mlp_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W1_mlp_step");
+    group.measurement_time(Duration::from_secs(4));
+    let dev = Device::Cpu;
+    for batch in [64usize, 1024] {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = CandleMlp::new(vb).expect("candle MLP");
+        let mut opt = adam(varmap.all_vars());
+        let x = CTensor::from_vec(values(batch * 784, 11), (batch, 784), &dev).expect("x");
+        let y = CTensor::from_vec(labels(batch), batch, &dev).expect("y");
+        group.bench_function(format!("b{batch}/candle"), |b| {
+            b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
+        });
+    }
+    group.finish();
+}
+
+fn w3_lenet_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W3_lenet_step");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(6));
+    let dev = Device::Cpu;
+    let batch = 64;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let model = CandleLenet::new(vb).expect("candle LeNet");
+    let mut opt = adam(varmap.all_vars());
+    let x = CTensor::from_vec(values(batch * 784, 12), (batch, 1, 28, 28), &dev).expect("x");
+    let y = CTensor::from_vec(labels(batch), batch, &dev).expect("y");
+    group.bench_function("b64/candle", |b| {
+        b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
+    });
+    group.finish();
+}
+
+/// Number of adds in one W4 chain.
+const CHAIN: usize = 1000;
+
+fn w4_add_chain(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W4_add_chain");
+    group.measurement_time(Duration::from_secs(4));
+    let dev = Device::Cpu;
+    for (case, n) in [("n16", 16usize), ("n1M", 1_000_000)] {
+        group.sample_size(if n > 16 { 10 } else { 50 });
+        // Bytes moved by the chain: each add reads two vectors and writes one.
+        group.throughput(Throughput::Bytes((CHAIN * 3 * n * 4) as u64));
+        let x = CTensor::from_vec(values(n, 13), n, &dev).expect("x");
+        group.bench_function(format!("{case}/candle"), |b| {
+            b.iter(|| {
+                let mut y = x.clone();
+                for _ in 0..CHAIN {
+                    y = (&y + &x).expect("candle add");
+                }
+                black_box(y)
+            })
+        });
+        let tx = Tensor::from_vec(values(n, 13), &[n]).expect("x");
+        group.bench_function(format!("{case}/tensor"), |b| {
+            b.iter(|| {
+                let mut y = tx.clone();
+                for _ in 0..CHAIN {
+                    y = y.binary(BinaryOp::Add, &tx).expect("tandem add");
+                }
+                black_box(y)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `dst = lhs @ rhs` for row-major `n x n` matrices with the `gemm` crate on all threads.
+fn gemm_direct(n: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
+    assert!(lhs.len() >= n * n && rhs.len() >= n * n && dst.len() >= n * n);
+    let s = n as isize;
+    // SAFETY: the three buffers hold at least n*n elements in row-major order (checked above)
+    // and `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            n,
+            n,
+            n,
+            dst.as_mut_ptr(),
+            1,
+            s,
+            false,
+            lhs.as_ptr(),
+            1,
+            s,
+            rhs.as_ptr(),
+            1,
+            s,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    };
+}
+
+fn w5_matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W5_matmul");
+    let dev = Device::Cpu;
+    for n in [512usize, 1024, 2048] {
+        group.sample_size(if n >= 2048 { 10 } else { 20 });
+        group.measurement_time(Duration::from_secs(if n >= 2048 { 8 } else { 4 }));
+        group.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        let (a, b) = (values(n * n, 1), values(n * n, 2));
+        let ta = Tensor::from_slice(&a, &[n, n]).expect("a");
+        let tb = Tensor::from_slice(&b, &[n, n]).expect("b");
+        group.bench_function(format!("{n}/tensor"), |bench| {
+            bench.iter(|| black_box(ta.matmul(&tb).expect("tandem matmul")))
+        });
+        group.bench_function(format!("{n}/gemm_direct"), |bench| {
+            bench.iter(|| {
+                let mut dst = vec![0.0f32; n * n];
+                gemm_direct(n, &a, &b, &mut dst);
+                black_box(dst)
+            })
+        });
+        let ca = CTensor::from_slice(&a, (n, n), &dev).expect("a");
+        let cb = CTensor::from_slice(&b, (n, n), &dev).expect("b");
+        group.bench_function(format!("{n}/candle"), |bench| {
+            bench.iter(|| black_box(ca.matmul(&cb).expect("candle matmul")))
+        });
+    }
+    group.finish();
+}
+
+fn w6_mlp_infer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W6_mlp_infer");
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let model = CandleMlp::new(vb).expect("candle MLP");
+    let x = CTensor::from_vec(values(784, 14), (1, 784), &dev).expect("x");
+    group.bench_function("b1/candle", |b| {
+        b.iter(|| black_box(model.forward(&x).expect("candle forward")))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    w1_mlp_step,
+    w3_lenet_step,
+    w4_add_chain,
+    w5_matmul,
+    w6_mlp_infer
+);
+criterion_main!(benches);

@@ -1,0 +1,226 @@
+//! Writes the benchmark report: reads criterion's results (`target/criterion/**/new/`) and the
+//! Python scripts' JSON (`benches/python/results/*.json`, when present), and rewrites the part
+//! of `docs/benchmarks.md` between `<!-- report:start -->` and `<!-- report:end -->` (the
+//! hand-written text around it is kept; the markers are appended when missing), plus the chart
+//! `docs/benchmarks.svg`.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=2 cargo bench --bench kernels --bench modes
+//! cargo run --release --example bench_report
+//! ```
+//!
+//! Options: `--criterion DIR` (default `$CARGO_TARGET_DIR/criterion` or `target/criterion`),
+//! `--python DIR`, `--out FILE`, `--svg FILE`.
+
+mod data;
+mod svg;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Marks the start of the generated part of the page.
+pub const START: &str = "<!-- report:start -->";
+/// Marks its end.
+pub const END: &str = "<!-- report:end -->";
+
+/// `page` with the text between the markers replaced by `generated` (markers appended at the
+/// end when absent or out of order).
+pub fn splice(page: &str, generated: &str) -> String {
+    let block = format!("{START}\n{generated}\n{END}");
+    match (page.find(START), page.find(END)) {
+        (Some(s), Some(e)) if s < e => {
+            format!("{}{block}{}", &page[..s], &page[e + END.len()..])
+        }
+        _ => {
+            let mut out = page.trim_end().to_string();
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(&block);
+            out.push('\n');
+            out
+        }
+    }
+}
+
+/// The CPU model named in a `/proc/cpuinfo` text.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The civil date (UTC) of a number of days since 1970-01-01.
+pub fn civil_date(days: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, m, d) = civil_date(secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn machine_line() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| cpu_model(&t))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    format!(
+        "Generated {} on {cpu}, {cores} cores (RAYON_NUM_THREADS when generating: {threads}).",
+        today()
+    )
+}
+
+/// The generated markdown: machine line, chart, tables.
+pub fn render(ms: &[data::Measurement], machine: &str, svg_name: &str) -> String {
+    let mut out = format!("{machine}\n\n");
+    if ms.is_empty() {
+        out.push_str("No measurements found: run `cargo bench` first.\n");
+        return out;
+    }
+    out.push_str(&format!("![benchmark chart]({svg_name})\n\n"));
+    out.push_str(
+        "Cells: median (fastest–slowest sample) per iteration; ratios divide medians \
+         (below 1: the first system is faster).\n\n",
+    );
+    out.push_str(&table::tables(ms));
+    out
+}
+
+struct Args {
+    criterion: PathBuf,
+    python: PathBuf,
+    out: PathBuf,
+    svg: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut a = Args {
+        criterion: target.join("criterion"),
+        python: root.join("benches/python/results"),
+        out: root.join("docs/benchmarks.md"),
+        svg: root.join("docs/benchmarks.svg"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let slot = match flag.as_str() {
+            "--criterion" => &mut a.criterion,
+            "--python" => &mut a.python,
+            "--out" => &mut a.out,
+            "--svg" => &mut a.svg,
+            _ => return Err(format!("unknown option {flag}")),
+        };
+        *slot = PathBuf::from(value);
+    }
+    Ok(a)
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let mut ms = data::read_criterion_dir(&args.criterion);
+    ms.extend(data::read_python_dir(&args.python));
+    let svg_name = args
+        .svg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "benchmarks.svg".into());
+    let page = std::fs::read_to_string(&args.out).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let page = splice(&page, &render(&ms, &machine_line(), &svg_name));
+    let write = |p: &Path, text: &str| {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write(&args.svg, &svg::chart(&ms))?;
+    write(&args.out, &page)?;
+    println!(
+        "{} measurements -> {} and {}",
+        ms.len(),
+        args.out.display(),
+        args.svg.display()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_keeps_the_text_around_the_markers() {
+        let page = format!("# B\nintro\n{START}\nold\n{END}\noutro\n");
+        let out = splice(&page, "new");
+        assert_eq!(out, format!("# B\nintro\n{START}\nnew\n{END}\noutro\n"));
+        // Idempotent.
+        assert_eq!(splice(&out, "new"), out);
+    }
+
+    #[test]
+    fn splice_appends_markers_when_missing() {
+        assert_eq!(
+            splice("# B\n\n", "x"),
+            format!("# B\n\n{START}\nx\n{END}\n")
+        );
+        let reversed = format!("{END}\n{START}\n");
+        assert!(splice(&reversed, "x").ends_with(&format!("{START}\nx\n{END}\n")));
+    }
+
+    #[test]
+    fn reads_the_cpu_model_and_dates() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t: avx\n";
+        assert_eq!(cpu_model(info).as_deref(), Some("AMD EPYC 9R14"));
+        assert_eq!(cpu_model("nothing"), None);
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(19_723), (2024, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn render_embeds_chart_and_tables() {
+        let est = r#"{"median":{"point_estimate":2.0e6,"confidence_interval":{"lower_bound":1.9e6,"upper_bound":2.1e6}}}"#;
+        let bench = r#"{"full_id":"W6_mlp_infer/b1/candle"}"#;
+        let m = data::parse_criterion(bench, est, None).unwrap();
+        let md = render(&[m], "Generated on X.", "benchmarks.svg");
+        assert!(md.starts_with("Generated on X.\n\n![benchmark chart](benchmarks.svg)"));
+        assert!(md.contains("### W6_mlp_infer"));
+        assert!(md.contains("| b1 | 2.00 ms |"));
+        assert!(render(&[], "M", "c.svg").contains("No measurements found"));
+    }
+}
