@@ -9,6 +9,8 @@
 //! - [`Graph::gradients`] differentiates symbolically with the same rules as eager mode.
 //! - [`optim`]: `GradientDescent`, `Momentum`, `Adam`, `AdamW`, `RMSprop` as graph ops that
 //!   call the same fused kernels as the eager optimizers, and learning-rate schedules.
+//! - [`keras`]: a Keras-style `Sequential` API (Dense, Conv2D, MaxPool2D, Flatten, Dropout;
+//!   `compile`, `fit`, `evaluate`, `predict`, `summary`) built on graphs and sessions.
 //! - [`Session`]: feeds checked against placeholders, plans compiled once per (fetches,
 //!   feeds) and cached, optimizer passes ([`passes`]), a [`Callable`] for hot loops, failed
 //!   runs that leave variables untouched.
@@ -52,6 +54,7 @@ pub mod exec;
 pub mod gradients;
 pub mod graph;
 pub mod init;
+pub mod keras;
 pub mod ops;
 pub mod optim;
 pub mod passes;
