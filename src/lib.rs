@@ -14,6 +14,7 @@
 pub use tandem_data as data;
 pub use tandem_eager as eager;
 pub use tandem_graph as graph;
+pub use tandem_interop as interop;
 pub use tandem_ir as ir;
 pub use tandem_onnx as onnx;
 pub use tandem_tensor as tensor;

@@ -5,9 +5,39 @@
 use crate::mode::{is_anomaly_enabled, is_grad_enabled};
 use crate::tensor::{Saved, Tensor, Value, ValueRef};
 use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::rc::Rc;
 use tandem_ir::{grad::is_differentiable, Dim, Emit, Op};
 use tandem_tensor::random::with_global_rng;
 use tandem_tensor::{DType, Error, Result};
+
+/// Sees every op eager mode runs on the current thread, with its inputs and its output (used
+/// by tracing, e.g. `tandem-interop`'s `trace`). It must not run eager ops itself.
+pub trait OpObserver {
+    /// Called after `op` ran on `inputs` and produced `output`.
+    fn observe(&self, op: &Op, inputs: &[&Tensor], output: &Tensor);
+}
+
+thread_local! {
+    static OBSERVER: RefCell<Option<Rc<dyn OpObserver>>> = const { RefCell::new(None) };
+}
+
+/// Installs (or, with `None`, removes) the op observer of the current thread; returns the
+/// previous one so that callers can restore it.
+pub fn set_op_observer(observer: Option<Rc<dyn OpObserver>>) -> Option<Rc<dyn OpObserver>> {
+    OBSERVER.with(|o| std::mem::replace(&mut *o.borrow_mut(), observer))
+}
+
+fn current_observer() -> Option<Rc<dyn OpObserver>> {
+    OBSERVER.with(|o| o.borrow().clone())
+}
+
+impl Tensor {
+    /// An identity for this tensor (and its clones) that stays unique while it is alive.
+    pub fn trace_id(&self) -> usize {
+        self.ptr()
+    }
+}
 
 /// The eager emitter: runs each op at once and, when grad mode is on and an input requires
 /// grad, records it (the op and its inputs) on the output tensor.
@@ -49,11 +79,18 @@ impl Emit for Eager {
         }
         let record =
             is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) && is_differentiable(&op);
-        if !record {
-            return Ok(Tensor::from_value(out));
+        let observer = current_observer();
+        let seen = observer.as_ref().map(|_| op.clone());
+        let result = if record {
+            let saved: Saved = inputs.iter().map(|t| (*t).clone()).collect();
+            Tensor::from_op(out, op, saved)
+        } else {
+            Tensor::from_value(out)
+        };
+        if let (Some(obs), Some(op)) = (observer, seen) {
+            obs.observe(&op, inputs, &result);
         }
-        let saved: Saved = inputs.iter().map(|t| (*t).clone()).collect();
-        Ok(Tensor::from_op(out, op, saved))
+        Ok(result)
     }
 
     fn dtype(&self, v: &Tensor) -> DType {

@@ -36,7 +36,7 @@ pub mod optim;
 mod tensor;
 
 pub use autograd::BackwardOptions;
-pub use emitter::Eager;
+pub use emitter::{set_op_observer, Eager, OpObserver};
 pub use mode::{
     detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled, no_grad, set_detect_anomaly,
     set_grad_enabled, AnomalyGuard, GradModeGuard,
