@@ -7,13 +7,16 @@
 //!   mode, fed tensors and constants in [`OnnxModel`], which runs models on plain tensors);
 //! - [`mod@export`]: a neutral description of an inference graph ([`ExportGraph`], which
 //!   [`Recorder`] builds from any code written against `EmitExt` / `Functional`) written as
-//!   an ONNX model at opset 13 or 17.
+//!   an ONNX model at opset 13 or 17;
+//! - [`graph_bridge`]: `.onnx` to a `tandem_graph::Graph` (placeholders, trainable variables)
+//!   and a graph with a session's variable values back to `.onnx`.
 //!
 //! The protobuf messages are declared in [`proto`] with `prost` (no `protoc` needed). Every
 //! reader treats its input as hostile: a corrupt or truncated file, a lying tensor size or an
 //! unsupported op is an error naming the tensor or node, never a panic.
 
 pub mod export;
+pub mod graph_bridge;
 pub mod import;
 mod model;
 pub mod proto;
