@@ -29,7 +29,10 @@ fn graph_model() -> Option<&'static GraphModel> {
 }
 
 fn checkpoint_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("tandem-fuzz-checkpoint-{}.safetensors", std::process::id()))
+    std::env::temp_dir().join(format!(
+        "tandem-fuzz-checkpoint-{}.safetensors",
+        std::process::id()
+    ))
 }
 
 /// The model's state serialized: equal exactly when every name, shape, dtype and bit is.
@@ -48,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
             let before = fingerprint(&net);
             for strict in [true, false] {
                 if net.load_state_dict(&state, strict).is_err() {
-                    assert!(fingerprint(&net) == before, "a failed load_state_dict changed the model");
+                    assert!(
+                        fingerprint(&net) == before,
+                        "a failed load_state_dict changed the model"
+                    );
                 }
             }
         }

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
                 None => shape.push(1),
             }
         }
-        let n: usize = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
+        let n: usize = shape
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .unwrap_or(usize::MAX);
         if n > MAX_FEED {
             return;
         }
