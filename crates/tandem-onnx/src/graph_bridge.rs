@@ -291,14 +291,16 @@ pub fn to_export_graph(
                     n.name
                 )))
             }
-            other => return Err(Error::invalid(
-                "onnx export",
-                format!(
+            other => {
+                return Err(Error::invalid(
+                    "onnx export",
+                    format!(
                     "node `{}` ({}) has no ONNX mapping (only inference graphs can be exported)",
                     n.name,
                     other.name()
                 ),
-            )),
+                ))
+            }
         };
         refs.insert(id, r);
     }
