@@ -176,6 +176,9 @@ pub fn run(args: &Args) -> Result<()> {
         model.save_safetensors(path)?;
         println!("saved {}", path.display());
     }
+    if let Some(path) = &args.export_onnx {
+        crate::export::export_module(model.as_ref(), args.model, false, path)?;
+    }
     println!(
         "mode=eager model={} epochs={} test_accuracy={:.4} seconds={:.1}",
         args.model.name(),
