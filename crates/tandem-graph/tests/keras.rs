@@ -54,14 +54,14 @@ fn seed_example_fits_a_line_and_the_loss_drops() {
     ]);
     model.compile("adam", "mse", &[]).unwrap();
     let (x, y) = line_data(256);
-    let h = model.fit(&x, &y, &quiet(60, 32)).unwrap();
+    let h = model.fit(&x, &y, &quiet(100, 8)).unwrap();
     let loss = h.loss();
-    assert_eq!(loss.len(), 60);
+    assert_eq!(loss.len(), 100);
     assert!(
-        loss[59] < 0.05 * loss[0] && loss[59] < 0.05,
+        loss[99] < 0.05 * loss[0] && loss[99] < 0.05,
         "loss did not drop enough: {} -> {}",
         loss[0],
-        loss[59]
+        loss[99]
     );
     let e = model.evaluate(&x, &y, 64).unwrap();
     assert!(e.loss < 0.05 && e.accuracy.is_none());

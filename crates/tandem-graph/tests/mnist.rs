@@ -51,7 +51,7 @@ fn mlp_one_epoch_in_graph_mode_reaches_95_percent() {
     let step = s.callable(&[&train_op, &loss], &[&x, &y]).unwrap();
     let eval = s.callable(&[&correct], &[&x, &y]).unwrap();
     let mut last_loss = f64::INFINITY;
-    for b in DataLoader::new(train, 64).shuffle(0).epoch(0) {
+    for b in DataLoader::new(train, 32).shuffle(0).epoch(0) {
         let b = b.unwrap();
         last_loss = step.run(&b[..2]).unwrap()[1].item().unwrap();
     }
