@@ -5,7 +5,7 @@
 //! succeeded. A failed run therefore changes nothing, and concurrent readers see either all of
 //! a training step's updates or none.
 
-use crate::graph::AssignMode;
+use crate::graph::{ApplyDef, AssignMode};
 use crate::plan::{Plan, PlanOp};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -43,19 +43,75 @@ impl VarStore {
 
     /// Replaces the listed variables in one swap.
     pub(crate) fn commit(&self, updates: HashMap<usize, Tensor>) -> Result<()> {
-        if updates.is_empty() {
+        self.commit_with(updates, Vec::new())
+    }
+
+    /// Replaces the listed variables, then applies the (already validated) deferred updates
+    /// in place, all under one write lock. The store's tensors are uniquely owned unless a
+    /// concurrent run or a caller still holds them, so the updates usually write into the
+    /// variables' own buffers (copy-on-write otherwise).
+    pub(crate) fn commit_with(
+        &self,
+        updates: HashMap<usize, Tensor>,
+        deferred: Vec<Deferred>,
+    ) -> Result<()> {
+        if updates.is_empty() && deferred.is_empty() {
             return Ok(());
         }
         let mut guard = self.values.write().map_err(|_| poisoned())?;
-        let mut next: Vec<Option<Tensor>> = (**guard).clone();
+        // Clones the list (not the tensors) only when a snapshot is still alive.
+        let next = Arc::make_mut(&mut *guard);
         for (i, t) in updates {
             if next.len() <= i {
                 next.resize(i + 1, None);
             }
             next[i] = Some(t);
         }
-        *guard = Arc::new(next);
+        for d in deferred {
+            d.apply(next)?;
+        }
         Ok(())
+    }
+}
+
+/// An optimizer update validated during a run and applied at commit.
+pub(crate) struct Deferred {
+    def: ApplyDef,
+    grad: Tensor,
+    t: u64,
+    lr: Option<f64>,
+}
+
+impl Deferred {
+    fn apply(self, vars: &mut [Option<Tensor>]) -> Result<()> {
+        let missing = || Error::Graph("deferred update: variable vanished (plan bug)".into());
+        let mut param = vars
+            .get_mut(self.def.var)
+            .and_then(Option::take)
+            .ok_or_else(missing)?;
+        let mut slots = Vec::with_capacity(self.def.slots.len());
+        for &s in &self.def.slots {
+            match vars.get_mut(s).and_then(Option::take) {
+                Some(t) => slots.push(t),
+                None => {
+                    // Put back what was taken before failing.
+                    vars[self.def.var] = Some(param);
+                    for (&i, t) in self.def.slots.iter().zip(slots) {
+                        vars[i] = Some(t);
+                    }
+                    return Err(missing());
+                }
+            }
+        }
+        let r = self
+            .def
+            .update
+            .apply(&mut param, &self.grad, &mut slots, self.t, self.lr);
+        vars[self.def.var] = Some(param);
+        for (&i, t) in self.def.slots.iter().zip(slots) {
+            vars[i] = Some(t);
+        }
+        r
     }
 }
 
@@ -143,6 +199,7 @@ pub(crate) fn execute(
         names,
     };
     let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
+    let mut deferred: Vec<Deferred> = Vec::new();
     for (s, step) in plan.steps.iter().enumerate() {
         let out = {
             let mut ins: SmallVec<[&Tensor; 4]> = SmallVec::new();
@@ -157,8 +214,14 @@ pub(crate) fn execute(
                     }
                 }
             }
-            run_step(&step.op, &ins, feeds, &mut view, run_id)
-                .map_err(|e| e.context(step.name.clone()))?
+            match (&step.op, plan.deferred.get(s)) {
+                (PlanOp::Apply(a), Some(true)) => {
+                    deferred.push(validate_update(a, &ins, &view)?);
+                    Ok(op_marker())
+                }
+                (op, _) => run_step(op, &ins, feeds, &mut view, run_id),
+            }
+            .map_err(|e| e.context(step.name.clone()))?
         };
         values[s] = Some(out);
         for &f in &step.free {
@@ -176,9 +239,78 @@ pub(crate) fn execute(
     }
     let overlay = std::mem::take(&mut view.overlay);
     drop(view);
+    drop(values);
     drop(snapshot);
-    store.commit(overlay)?;
+    store.commit_with(overlay, deferred)?;
     Ok(outs)
+}
+
+/// The step counter and learning rate of an update (inputs `[var, grad, slots..., iters,
+/// lr?]`).
+fn counter_and_lr(a: &ApplyDef, ins: &[&Tensor]) -> Result<(u64, Option<f64>)> {
+    let n = a.slots.len();
+    let iters = ins
+        .get(2 + n)
+        .ok_or_else(|| Error::Graph("update needs its step counter".into()))?;
+    let t = scalar_u64(iters, "the step counter")? + 1;
+    let lr = if a.has_lr {
+        Some(
+            ins.get(3 + n)
+                .ok_or_else(|| Error::Graph("update needs its learning rate".into()))?
+                .item()?,
+        )
+    } else {
+        None
+    };
+    Ok((t, lr))
+}
+
+/// Checks everything an update will need (so that applying it at commit cannot fail on bad
+/// input) and returns it for [`VarStore::commit_with`].
+fn validate_update(a: &ApplyDef, ins: &[&Tensor], view: &View<'_>) -> Result<Deferred> {
+    let grad = ins
+        .get(1)
+        .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
+    let (t, lr) = counter_and_lr(a, ins)?;
+    let param = view.get(a.var)?;
+    if !param.dtype().is_float() {
+        return Err(Error::invalid(
+            a.update.name(),
+            format!("parameters must be float, got {}", param.dtype()),
+        ));
+    }
+    let want = a.update.slot_names().len();
+    if a.slots.len() != want {
+        return Err(Error::invalid(
+            a.update.name(),
+            format!("expects {want} slot variables, got {}", a.slots.len()),
+        ));
+    }
+    let check = |what: &str, x: &Tensor| -> Result<()> {
+        if x.shape() != param.shape() || x.dtype() != param.dtype() {
+            return Err(Error::invalid(
+                a.update.name(),
+                format!(
+                    "{what} is {} {:?}, the parameter {} {:?}",
+                    x.dtype(),
+                    x.shape(),
+                    param.dtype(),
+                    param.shape()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    check("the gradient", grad)?;
+    for &s in &a.slots {
+        check("a slot", &view.get(s)?)?;
+    }
+    Ok(Deferred {
+        def: a.clone(),
+        grad: (*grad).clone(),
+        t,
+        lr,
+    })
 }
 
 fn run_step(
@@ -238,25 +370,12 @@ fn run_step(
             Ok(new)
         }
         PlanOp::Apply(a) => {
-            let n = a.slots.len();
             let grad = ins
                 .get(1)
                 .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-            let iters = ins
-                .get(2 + n)
-                .ok_or_else(|| Error::Graph("update needs its step counter".into()))?;
-            let t = scalar_u64(iters, "the step counter")? + 1;
-            let lr = if a.has_lr {
-                Some(
-                    ins.get(3 + n)
-                        .ok_or_else(|| Error::Graph("update needs its learning rate".into()))?
-                        .item()?,
-                )
-            } else {
-                None
-            };
+            let (t, lr) = counter_and_lr(a, ins)?;
             let mut param = view.get(a.var)?;
-            let mut slots = Vec::with_capacity(n);
+            let mut slots = Vec::with_capacity(a.slots.len());
             for &s in &a.slots {
                 slots.push(view.get(s)?);
             }

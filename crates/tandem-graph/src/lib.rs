@@ -51,6 +51,7 @@
 //! ```
 
 pub mod exec;
+pub mod fusion;
 pub mod gradients;
 pub mod graph;
 pub mod init;

@@ -18,14 +18,17 @@ pub trait Pass: Send + Sync {
     fn run(&self, plan: &mut PlanGraph) -> Result<bool>;
 }
 
-/// The passes a session runs by default: pruning, constant folding, algebraic simplification
-/// and common-subexpression elimination.
+/// The passes a session runs by default: pruning, constant folding, algebraic simplification,
+/// common-subexpression elimination, then matmul + bias (+ relu) fusion and elementwise
+/// fusion ([`crate::fusion`]).
 pub fn default_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(Prune),
         Box::new(ConstantFolding),
         Box::new(AlgebraicSimplification),
         Box::new(CommonSubexpressionElimination),
+        Box::new(crate::fusion::MatMulBiasFusion),
+        Box::new(crate::fusion::ElementwiseFusion),
     ]
 }
 

@@ -326,6 +326,52 @@ pub struct Plan {
     pub feeds: Vec<FeedSpec>,
     /// Whether any step writes variables.
     pub writes_variables: bool,
+    /// Per step: an optimizer update whose result nobody reads and whose variables no later
+    /// step touches. Such updates are validated when their step runs and applied in place at
+    /// commit time, under the variable write lock, after every step succeeded (so a failed
+    /// run still changes nothing, and no copy of the parameter and slots is made).
+    pub deferred: Vec<bool>,
+}
+
+/// Variables a step reads or writes (by variable index).
+fn touched(op: &PlanOp) -> Vec<usize> {
+    match op {
+        PlanOp::Variable(v) => vec![*v],
+        PlanOp::Assign { var, .. } => vec![*var],
+        PlanOp::Apply(a) => std::iter::once(a.var)
+            .chain(a.slots.iter().copied())
+            .collect(),
+        PlanOp::InitVariables(defs) => defs.iter().map(|d| d.index).collect(),
+        _ => vec![],
+    }
+}
+
+/// Which steps [`Plan::deferred`] marks.
+fn deferrable(steps: &[Step], fetch_slots: &[usize]) -> Vec<bool> {
+    let mut read = vec![false; steps.len()];
+    for st in steps {
+        for &i in &st.inputs {
+            if let Some(r) = read.get_mut(i) {
+                *r = true;
+            }
+        }
+    }
+    for &f in fetch_slots {
+        if let Some(r) = read.get_mut(f) {
+            *r = true;
+        }
+    }
+    // Walk backwards, remembering the variables later steps touch.
+    let mut later: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut out = vec![false; steps.len()];
+    for (s, st) in steps.iter().enumerate().rev() {
+        let vars = touched(&st.op);
+        if matches!(st.op, PlanOp::Apply(_)) && !read[s] {
+            out[s] = vars.iter().all(|v| !later.contains(v));
+        }
+        later.extend(vars);
+    }
+    out
 }
 
 impl Plan {
@@ -405,11 +451,13 @@ impl Plan {
             steps[at].free.push(s);
         }
         let writes_variables = steps.iter().any(|s| s.op.has_side_effects());
+        let deferred = deferrable(&steps, &fetch_slots);
         Ok(Plan {
             steps,
             fetch_slots,
             feeds: pg.feeds.clone(),
             writes_variables,
+            deferred,
         })
     }
 
@@ -418,8 +466,13 @@ impl Plan {
         let mut s = String::new();
         for (i, st) in self.steps.iter().enumerate() {
             let ins: Vec<String> = st.inputs.iter().map(|i| format!("%{i}")).collect();
+            let how = if self.deferred.get(i) == Some(&true) {
+                ", in place at commit"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "%{i} = {} [{}]({}) : {} {}\n",
+                "%{i} = {} [{}{how}]({}) : {} {}\n",
                 st.name,
                 st.op.name(),
                 ins.join(", "),
