@@ -80,6 +80,37 @@ fn none<V>(n: usize) -> Grads<V> {
     (0..n).map(|_| None).collect()
 }
 
+/// The gradient of a selection (`gather`, `index_select`, `masked_select`) with respect to its
+/// source `x`: the upstream gradient accumulated into zeros shaped like `x` by the adjoint op.
+fn scatter_into_zeros<E: Emit + ?Sized>(
+    e: &E,
+    adjoint: Op,
+    x: &E::Value,
+    index: &E::Value,
+    g: &E::Value,
+) -> Result<E::Value> {
+    let z = e.zeros_like(x)?;
+    e.emit(adjoint, &[&z, index, g])
+}
+
+/// The gradients of an accumulation (`scatter_add`, `index_add`) into `[base, index, source]`:
+/// the base receives `g` unchanged, the index none, the source the selection of `g` by the
+/// adjoint op.
+fn accumulation_grads<E: Emit + ?Sized>(
+    e: &E,
+    adjoint: Op,
+    index: &E::Value,
+    g: &E::Value,
+    want_source: bool,
+) -> Result<Grads<E::Value>> {
+    let source = if want_source {
+        Some(e.emit(adjoint, &[g, index])?)
+    } else {
+        None
+    };
+    Ok(vec![Some(g.clone()), None, source])
+}
+
 fn mask_of<E: Emit + ?Sized>(e: &E, cond: &E::Value, like: &E::Value) -> Result<E::Value> {
     e.cast(cond, e.dtype(like))
 }
@@ -221,37 +252,20 @@ pub fn vjp<E: Emit + ?Sized>(
             }
             out
         }
-        // gather <-> scatter_add, index_select <-> index_add, masked_select <-> masked_scatter.
-        Op::Gather(axis) => {
-            let z = e.zeros_like(x)?;
-            one(e.emit(Op::ScatterAdd(*axis), &[&z, inputs[1], g])?)
-        }
-        Op::ScatterAdd(axis) => vec![
-            Some(g.clone()),
-            None,
-            if want(2) {
-                Some(e.emit(Op::Gather(*axis), &[g, inputs[1]])?)
-            } else {
-                None
-            },
-        ],
-        Op::IndexSelect(axis) => {
-            let z = e.zeros_like(x)?;
-            one(e.emit(Op::IndexAdd(*axis), &[&z, inputs[1], g])?)
-        }
-        Op::IndexAdd(axis) => vec![
-            Some(g.clone()),
-            None,
-            if want(2) {
-                Some(e.emit(Op::IndexSelect(*axis), &[g, inputs[1]])?)
-            } else {
-                None
-            },
-        ],
-        Op::MaskedSelect => {
-            let z = e.zeros_like(x)?;
-            one(e.emit(Op::MaskedScatter, &[&z, inputs[1], g])?)
-        }
+        // gather <-> scatter_add, index_select <-> index_add, masked_select <-> masked_scatter:
+        // each selection's gradient is its adjoint accumulation into zeros, and each
+        // accumulation passes the gradient to its base and selects it for its source.
+        Op::Gather(axis) => one(scatter_into_zeros(
+            e,
+            Op::ScatterAdd(*axis),
+            x,
+            inputs[1],
+            g,
+        )?),
+        Op::IndexSelect(axis) => one(scatter_into_zeros(e, Op::IndexAdd(*axis), x, inputs[1], g)?),
+        Op::MaskedSelect => one(scatter_into_zeros(e, Op::MaskedScatter, x, inputs[1], g)?),
+        Op::ScatterAdd(axis) => accumulation_grads(e, Op::Gather(*axis), inputs[1], g, want(2))?,
+        Op::IndexAdd(axis) => accumulation_grads(e, Op::IndexSelect(*axis), inputs[1], g, want(2))?,
         Op::MaskedScatter => {
             let m = inputs[1];
             let zero = e.zeros_like(g)?;
