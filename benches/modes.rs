@@ -1,7 +1,9 @@
 //! Workload benchmarks of issue 6, with the same definitions for every system. Benchmark ids
-//! are `WORKLOAD/CASE/SYSTEM` (`W1_mlp_step/b64/candle`); Tandem's eager and graph modes add
-//! `.../eager` and `.../graph` functions with the same workload and case, and the report
-//! (`cargo run --release --example bench_report`) puts them side by side.
+//! are `WORKLOAD/CASE/SYSTEM` (`W1_mlp_step/b64/candle`, `.../eager`, `.../graph`), and the
+//! report (`cargo run --release --example bench_report`) puts the systems of a case side by
+//! side. Systems: `eager` (Tandem's eager mode: autograd tensors, `nn`, `optim`), `graph`
+//! (Tandem's graph mode: one `Callable` per workload, built once), `candle` (candle 0.11),
+//! and for W4/W5 `tensor` (Tandem's plain tensor, no mode) and `gemm_direct`.
 //!
 //! - W1 `W1_mlp_step/{b64,b1024}`: 784 -> Linear 128 -> ReLU -> Linear 10, mean cross-entropy
 //!   on integer labels, one Adam step (candle-nn's AdamW with weight decay 0), lr 1e-3.
@@ -13,15 +15,22 @@
 //!   candle); throughput in FLOP.
 //! - W6 `W6_mlp_infer/b1`: W1's MLP forward on one input.
 //!
-//! Inputs are random data of the real shapes. Run with
-//! `RAYON_NUM_THREADS=2 cargo bench --bench modes` (candle's CPU matmul also uses rayon's pool).
+//! Inputs of W1/W3/W6 are the first training images and labels of MNIST when `MNIST_DIR` is
+//! set, deterministic random data of the same shapes otherwise; W2 (one epoch plus accuracy)
+//! does not fit criterion and is `cargo run --release --example bench_epoch`. Run with
+//! `RAYON_NUM_THREADS=2 cargo bench --bench modes` (candle's CPU matmul also uses rayon's
+//! pool); the whole suite takes about 5-8 minutes on 2 cores.
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "modes/tandem.rs"]
+mod modes_tandem;
+
 use candle_core::{DType, Device, Module, Tensor as CTensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use modes_tandem as td;
 use std::hint::black_box;
 use std::time::Duration;
 use tandem::tensor::{BinaryOp, Tensor};
@@ -41,6 +50,28 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 
 fn labels(n: usize) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 7 + 3) % 10).collect()
+}
+
+/// `batch` images (pixels in [0, 1], row-major `[batch, 784]`) and labels: the first ones of
+/// MNIST's training set when `MNIST_DIR` is set, [`values`] / [`labels`] otherwise.
+fn mnist_batch(batch: usize) -> (Vec<f32>, Vec<u32>) {
+    if let Some(dir) = std::env::var_os("MNIST_DIR") {
+        let dir = std::path::PathBuf::from(dir);
+        if let Ok(m) = tandem::data::mnist::Mnist::load(Some(&dir)) {
+            let px = m.train_images.to_vec::<u8>().expect("MNIST images");
+            let ys = m.train_labels.to_vec::<i64>().expect("MNIST labels");
+            if px.len() >= batch * 784 && ys.len() >= batch {
+                let x = px[..batch * 784]
+                    .iter()
+                    .map(|&p| p as f32 / 255.0)
+                    .collect();
+                let y = ys[..batch].iter().map(|&l| l as u32).collect();
+                return (x, y);
+            }
+        }
+        eprintln!("MNIST_DIR is set but MNIST could not be read: using random data");
+    }
+    (values(batch * 784, 11), labels(batch))
 }
 
 fn adam(vars: Vec<candle_core::Var>) -> AdamW {
@@ -121,16 +152,27 @@ fn candle_step(
 fn w1_mlp_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("W1_mlp_step");
     group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
     let dev = Device::Cpu;
     for batch in [64usize, 1024] {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let model = CandleMlp::new(vb).expect("candle MLP");
         let mut opt = adam(varmap.all_vars());
-        let x = CTensor::from_vec(values(batch * 784, 11), (batch, 784), &dev).expect("x");
-        let y = CTensor::from_vec(labels(batch), batch, &dev).expect("y");
+        let (xs, ys) = mnist_batch(batch);
+        let x = CTensor::from_vec(xs.clone(), (batch, 784), &dev).expect("x");
+        let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
         group.bench_function(format!("b{batch}/candle"), |b| {
             b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
+        });
+        let (tx, ty) = td::batch(&xs, &ys, &[batch, 784]);
+        let mut eager = td::EagerStep::mlp();
+        group.bench_function(format!("b{batch}/eager"), |b| {
+            b.iter(|| eager.step(&tx, &ty))
+        });
+        let graph = td::GraphStep::mlp();
+        group.bench_function(format!("b{batch}/graph"), |b| {
+            b.iter(|| graph.step(&tx, &ty))
         });
     }
     group.finish();
@@ -139,18 +181,26 @@ fn w1_mlp_step(c: &mut Criterion) {
 fn w3_lenet_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("W3_lenet_step");
     group.sample_size(20);
-    group.measurement_time(Duration::from_secs(6));
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
     let dev = Device::Cpu;
     let batch = 64;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let model = CandleLenet::new(vb).expect("candle LeNet");
     let mut opt = adam(varmap.all_vars());
-    let x = CTensor::from_vec(values(batch * 784, 12), (batch, 1, 28, 28), &dev).expect("x");
-    let y = CTensor::from_vec(labels(batch), batch, &dev).expect("y");
+    let (xs, ys) = mnist_batch(batch);
+    let x = CTensor::from_vec(xs.clone(), (batch, 1, 28, 28), &dev).expect("x");
+    let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
     group.bench_function("b64/candle", |b| {
         b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
     });
+    let (tx, ty) = td::batch(&xs, &ys, &[batch, 1, 28, 28]);
+    let mut eager = td::EagerStep::lenet();
+    group.bench_function("b64/eager", |b| b.iter(|| eager.step(&tx, &ty)));
+    let graph = td::GraphStep::lenet();
+    group.bench_function("b64/graph", |b| b.iter(|| graph.step(&tx, &ty)));
     group.finish();
 }
 
@@ -159,10 +209,16 @@ const CHAIN: usize = 1000;
 
 fn w4_add_chain(c: &mut Criterion) {
     let mut group = c.benchmark_group("W4_add_chain");
-    group.measurement_time(Duration::from_secs(4));
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
     let dev = Device::Cpu;
     for (case, n) in [("n16", 16usize), ("n1M", 1_000_000)] {
         group.sample_size(if n > 16 { 10 } else { 50 });
+        group.sampling_mode(if n > 16 {
+            SamplingMode::Flat
+        } else {
+            SamplingMode::Auto
+        });
         // Bytes moved by the chain: each add reads two vectors and writes one.
         group.throughput(Throughput::Bytes((CHAIN * 3 * n * 4) as u64));
         let x = CTensor::from_vec(values(n, 13), n, &dev).expect("x");
@@ -184,6 +240,14 @@ fn w4_add_chain(c: &mut Criterion) {
                 }
                 black_box(y)
             })
+        });
+        let ex = tandem::eager::Tensor::from_value(tx.clone());
+        group.bench_function(format!("{case}/eager"), |b| {
+            b.iter(|| black_box(td::eager_add_chain(&ex, CHAIN)))
+        });
+        let chain = td::GraphChain::new(n, CHAIN);
+        group.bench_function(format!("{case}/graph"), |b| {
+            b.iter(|| black_box(chain.run(&tx)))
         });
     }
     group.finish();
@@ -225,13 +289,30 @@ fn w5_matmul(c: &mut Criterion) {
     let dev = Device::Cpu;
     for n in [512usize, 1024, 2048] {
         group.sample_size(if n >= 2048 { 10 } else { 20 });
-        group.measurement_time(Duration::from_secs(if n >= 2048 { 8 } else { 4 }));
+        group.sampling_mode(if n >= 2048 {
+            SamplingMode::Flat
+        } else {
+            SamplingMode::Auto
+        });
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(if n >= 2048 { 6 } else { 3 }));
         group.throughput(Throughput::Elements((2 * n * n * n) as u64));
         let (a, b) = (values(n * n, 1), values(n * n, 2));
         let ta = Tensor::from_slice(&a, &[n, n]).expect("a");
         let tb = Tensor::from_slice(&b, &[n, n]).expect("b");
         group.bench_function(format!("{n}/tensor"), |bench| {
             bench.iter(|| black_box(ta.matmul(&tb).expect("tandem matmul")))
+        });
+        let (ea, eb) = (
+            tandem::eager::Tensor::from_value(ta.clone()),
+            tandem::eager::Tensor::from_value(tb.clone()),
+        );
+        group.bench_function(format!("{n}/eager"), |bench| {
+            bench.iter(|| black_box(ea.matmul(&eb).expect("eager matmul")))
+        });
+        let gm = td::GraphMatmul::new(n);
+        group.bench_function(format!("{n}/graph"), |bench| {
+            bench.iter(|| black_box(gm.run(&ta, &tb)))
         });
         group.bench_function(format!("{n}/gemm_direct"), |bench| {
             bench.iter(|| {
@@ -255,10 +336,18 @@ fn w6_mlp_infer(c: &mut Criterion) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let model = CandleMlp::new(vb).expect("candle MLP");
-    let x = CTensor::from_vec(values(784, 14), (1, 784), &dev).expect("x");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    let (xs, ys) = mnist_batch(1);
+    let x = CTensor::from_vec(xs.clone(), (1, 784), &dev).expect("x");
     group.bench_function("b1/candle", |b| {
         b.iter(|| black_box(model.forward(&x).expect("candle forward")))
     });
+    let (tx, _) = td::batch(&xs, &ys, &[1, 784]);
+    let eager = td::EagerStep::mlp();
+    group.bench_function("b1/eager", |b| b.iter(|| black_box(eager.infer(&tx))));
+    let graph = td::GraphStep::mlp();
+    group.bench_function("b1/graph", |b| b.iter(|| black_box(graph.infer(&tx))));
     group.finish();
 }
 

@@ -35,6 +35,8 @@ pub struct Measurement {
     pub max: Option<f64>,
     /// Work per iteration, when declared.
     pub throughput: Option<Throughput>,
+    /// Test accuracy reached (W2's epoch), when the result has one.
+    pub accuracy: Option<f64>,
 }
 
 /// Splits a full benchmark id `group/case.../system` into its three parts.
@@ -111,6 +113,7 @@ pub fn parse_criterion(
         min,
         max,
         throughput: parse_throughput(b.get("throughput")),
+        accuracy: None,
     })
 }
 
@@ -154,8 +157,9 @@ pub fn read_criterion_dir(dir: &Path) -> Vec<Measurement> {
     out
 }
 
-/// Parses one results file of `benches/python`: an object with a `results` array whose items
-/// have `group`, `case`, `system`, `median_ns` and optionally `min_ns`, `max_ns`.
+/// Parses one results file of `benches/python` (or of `examples/bench_epoch`): an object with
+/// a `results` array whose items have `group`, `case`, `system`, `median_ns` and optionally
+/// `min_ns`, `max_ns`, `accuracy`.
 pub fn parse_python(text: &str) -> Result<Vec<Measurement>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let results = v
@@ -182,6 +186,7 @@ pub fn parse_python(text: &str) -> Result<Vec<Measurement>, String> {
                 min: num(r, &["min_ns"]),
                 max: num(r, &["max_ns"]),
                 throughput: None,
+                accuracy: num(r, &["accuracy"]),
             })
         })
         .collect()
@@ -266,9 +271,12 @@ mod tests {
     fn parses_python_results() {
         let text = r#"{"framework":"torch 2.5","results":[
             {"group":"W1_mlp_step","case":"b64","system":"pytorch","median_ns":1.1e6,"min_ns":1.0e6,"max_ns":1.5e6},
-            {"group":"W6_mlp_infer","case":"b1","system":"pytorch","median_ns":30000}]}"#;
+            {"group":"W6_mlp_infer","case":"b1","system":"pytorch","median_ns":30000},
+            {"group":"W2_mnist_epoch","case":"b64","system":"eager","median_ns":1.5e9,"accuracy":0.97}]}"#;
         let v = parse_python(text).unwrap();
-        assert_eq!(v.len(), 2);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2].accuracy, Some(0.97));
+        assert_eq!(v[0].accuracy, None);
         assert_eq!(v[0].system, "pytorch");
         assert_eq!(v[0].min, Some(1.0e6));
         assert_eq!(v[1].median, 30000.0);

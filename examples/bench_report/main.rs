@@ -1,16 +1,18 @@
-//! Writes the benchmark report: reads criterion's results (`target/criterion/**/new/`) and the
+//! Writes the benchmark report: reads criterion's results (`target/criterion/**/new/`), W2's
+//! epoch results (`target/bench_epoch/*.json`, written by `examples/bench_epoch.rs`) and the
 //! Python scripts' JSON (`benches/python/results/*.json`, when present), and rewrites the part
 //! of `docs/benchmarks.md` between `<!-- report:start -->` and `<!-- report:end -->` (the
 //! hand-written text around it is kept; the markers are appended when missing), plus the chart
 //! `docs/benchmarks.svg`.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=2 cargo bench --bench kernels --bench modes
+//! RAYON_NUM_THREADS=2 cargo bench --bench modes
+//! RAYON_NUM_THREADS=2 cargo run --release --example bench_epoch
 //! cargo run --release --example bench_report
 //! ```
 //!
 //! Options: `--criterion DIR` (default `$CARGO_TARGET_DIR/criterion` or `target/criterion`),
-//! `--python DIR`, `--out FILE`, `--svg FILE`.
+//! `--epoch DIR` (default `target/bench_epoch`), `--python DIR`, `--out FILE`, `--svg FILE`.
 
 mod data;
 mod svg;
@@ -110,6 +112,7 @@ pub fn render(ms: &[data::Measurement], machine: &str, svg_name: &str) -> String
 
 struct Args {
     criterion: PathBuf,
+    epoch: PathBuf,
     python: PathBuf,
     out: PathBuf,
     svg: PathBuf,
@@ -122,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
         .unwrap_or_else(|| root.join("target"));
     let mut a = Args {
         criterion: target.join("criterion"),
+        epoch: target.join("bench_epoch"),
         python: root.join("benches/python/results"),
         out: root.join("docs/benchmarks.md"),
         svg: root.join("docs/benchmarks.svg"),
@@ -131,6 +135,7 @@ fn parse_args() -> Result<Args, String> {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let slot = match flag.as_str() {
             "--criterion" => &mut a.criterion,
+            "--epoch" => &mut a.epoch,
             "--python" => &mut a.python,
             "--out" => &mut a.out,
             "--svg" => &mut a.svg,
@@ -144,6 +149,7 @@ fn parse_args() -> Result<Args, String> {
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let mut ms = data::read_criterion_dir(&args.criterion);
+    ms.extend(data::read_python_dir(&args.epoch));
     ms.extend(data::read_python_dir(&args.python));
     let svg_name = args
         .svg

@@ -123,6 +123,7 @@ mod tests {
             min: None,
             max: None,
             throughput: None,
+            accuracy: None,
         }
     }
 

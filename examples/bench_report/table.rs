@@ -88,9 +88,14 @@ pub fn cases_and_systems(ms: &[&Measurement]) -> (Vec<String>, Vec<String>) {
             systems.push(m.system.clone());
         }
     }
-    // Numeric cases (matrix sizes) sort numerically.
-    if cases.iter().all(|c| c.parse::<u64>().is_ok()) {
-        cases.sort_by_key(|c| c.parse::<u64>().unwrap_or(0));
+    // Cases that are a number after a common prefix (`512`, `b64`) sort numerically.
+    let number = |c: &str| -> Option<(String, u64)> {
+        let split = c.find(|ch: char| ch.is_ascii_digit())?;
+        let n = c.get(split..)?.parse::<u64>().ok()?;
+        Some((c.get(..split)?.to_string(), n))
+    };
+    if cases.iter().all(|c| number(c).is_some()) {
+        cases.sort_by_key(|c| number(c));
     }
     systems.sort_by_key(|s| system_rank(s));
     (cases, systems)
@@ -102,13 +107,24 @@ fn find<'a>(ms: &[&'a Measurement], case: &str, system: &str) -> Option<&'a Meas
         .find(|m| m.case == case && m.system == system)
 }
 
+/// Operations in one iteration of a chain workload (W4: 1,000 adds), shown per op.
+fn ops_per_iteration(group: &str) -> Option<f64> {
+    group.starts_with("W4_").then_some(1000.0)
+}
+
 fn cell(m: &Measurement) -> String {
     let mut s = fmt_time(m.median);
     if let (Some(lo), Some(hi)) = (m.min, m.max) {
         let _ = write!(s, " ({}–{})", fmt_time(lo), fmt_time(hi));
     }
+    if let Some(ops) = ops_per_iteration(&m.group) {
+        let _ = write!(s, "<br>{}/op", fmt_time(m.median / ops));
+    }
     if let Some(t) = m.throughput {
         let _ = write!(s, "<br>{}", fmt_rate(t, m.median));
+    }
+    if let Some(a) = m.accuracy {
+        let _ = write!(s, "<br>accuracy {:.2}%", 100.0 * a);
     }
     s
 }
@@ -208,6 +224,7 @@ mod tests {
             min: Some(median * 0.9),
             max: Some(median * 1.2),
             throughput: t,
+            accuracy: None,
         }
     }
 
@@ -280,6 +297,19 @@ mod tests {
     }
 
     #[test]
+    fn chains_show_time_per_op_and_epochs_their_accuracy() {
+        let chain = m("W4_add_chain", "n16", "eager", 250_000.0, None);
+        let mut epoch = m("W2_mnist_epoch", "b64", "graph", 0.5e9, None);
+        epoch.accuracy = Some(0.9712);
+        let t = tables(&[chain, epoch]);
+        assert!(t.contains("<br>250 ns/op"), "{t}");
+        assert!(
+            t.contains("500 ms (450 ms–600 ms)<br>accuracy 97.12%"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn numeric_cases_sort_numerically() {
         let ms = vec![
             m("matmul_f32", "2048", "tandem", 3.0, None),
@@ -290,5 +320,12 @@ mod tests {
         let (cases, systems) = cases_and_systems(&groups["matmul_f32"]);
         assert_eq!(cases, vec!["512", "1024", "2048"]);
         assert_eq!(systems, vec!["tandem", "gemm_direct"]);
+        let ms = vec![
+            m("W1_mlp_step", "b1024", "eager", 3.0, None),
+            m("W1_mlp_step", "b64", "eager", 1.0, None),
+        ];
+        let groups = by_group(&ms);
+        let (cases, _) = cases_and_systems(&groups["W1_mlp_step"]);
+        assert_eq!(cases, vec!["b64", "b1024"]);
     }
 }

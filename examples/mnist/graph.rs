@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tandem::graph::{Adam, Callable, Graph, Initializer, Optimizer, Output, Saver, Session};
 use tandem::ir::{CrossEntropyOptions, EmitExt, Functional};
+use tandem::onnx::graph_bridge::save_onnx;
 use tandem::tensor::{Conv2dParams, DType, Pool2dParams, Result, Tensor};
 use tandem_data::{mnist, DataLoader, Dataset};
 
@@ -79,10 +80,13 @@ fn network(g: &Graph, model: ModelKind, x: &Output) -> Result<Output> {
 pub struct Classifier {
     /// The graph everything lives in.
     pub graph: Graph,
-    /// Images placeholder (`[None, 784]` or `[None, 1, 28, 28]`).
+    /// Images placeholder `input` (`[None, 784]` pixels in [0, 1]; the CNN reshapes them to
+    /// `[N, 1, 28, 28]` inside the graph, so the exported model takes the same input).
     pub x: Output,
     /// Labels placeholder (`[None]`, int64).
     pub y: Output,
+    /// The network's output `[N, 10]`.
+    pub logits: Output,
     /// Mean cross-entropy of the batch.
     pub loss: Output,
     /// Number of correct predictions of the batch (int64 scalar).
@@ -98,14 +102,13 @@ impl Classifier {
     pub fn build(model: ModelKind, lr: f64, seed: u64) -> Result<Classifier> {
         let g = Graph::new();
         g.set_seed(seed)?;
-        let x = match model {
-            ModelKind::Mlp => g.placeholder("x", DType::F32, &[None, Some(784)])?,
-            ModelKind::Cnn => {
-                g.placeholder("x", DType::F32, &[None, Some(1), Some(28), Some(28)])?
-            }
-        };
+        let x = g.placeholder("input", DType::F32, &[None, Some(784)])?;
         let y = g.placeholder("y", DType::I64, &[None])?;
-        let logits = network(&g, model, &x)?;
+        let images = match model {
+            ModelKind::Mlp => x.clone(),
+            ModelKind::Cnn => g.reshape(&x, &[-1, 1, 28, 28])?,
+        };
+        let logits = network(&g, model, &images)?;
         let params = g.trainable_variables()?;
         let loss = g.cross_entropy(&logits, &y, CrossEntropyOptions::default())?;
         let hits = g.eq(&g.argmax(&logits, 1, false)?, &y)?;
@@ -115,6 +118,7 @@ impl Classifier {
             graph: g,
             x,
             y,
+            logits,
             loss,
             correct,
             train_op,
@@ -143,10 +147,8 @@ fn first(out: &[Tensor]) -> Result<&Tensor> {
 /// Trains as the flags say and prints per-epoch results and the summary line.
 pub fn run(args: &Args) -> Result<()> {
     let data = mnist::Mnist::load(args.data_dir.as_deref())?;
-    let transform = match args.model {
-        ModelKind::Mlp => mnist::Transform::Flat,
-        ModelKind::Cnn => mnist::Transform::Image,
-    };
+    // Both networks take flat pixels; the CNN's reshape is part of the graph.
+    let transform = mnist::Transform::Flat;
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, transform));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, transform));
     let c = Classifier::build(args.model, args.lr, args.seed)?;
@@ -206,6 +208,11 @@ pub fn run(args: &Args) -> Result<()> {
             .pytorch_names(true)
             .save_to(&session, path)?;
         println!("saved {}", path.display());
+    }
+    if let Some(path) = &args.export_onnx {
+        // The inference subgraph `input -> logits` with the trained variable values.
+        save_onnx(&session, &[&c.x], &[("logits", &c.logits)], 17, path)?;
+        println!("exported {}", path.display());
     }
     println!(
         "mode=graph model={} epochs={} test_accuracy={:.4} seconds={:.1}",

@@ -7,7 +7,8 @@
 //! `outputs/<name>/Identity` ([`output_node_name`]), so a saved graph file still knows its
 //! outputs ([`graph_signature`]).
 //!
-//! Export ([`to_export_graph`], [`save_onnx`]): the nodes of the subgraph between the given
+//! Export ([`to_export_graph`], [`save_onnx`], and the general [`subgraph_to_export`] that
+//! `tandem-interop` uses for traced models): the nodes of the subgraph between the given
 //! placeholders and outputs become ONNX nodes, variables become initializers holding the
 //! session's current values, `Identity` nodes disappear. A node that has no ONNX mapping
 //! (an assign, an optimizer update, a random op, a loss) is an error naming the node.
@@ -190,6 +191,7 @@ pub fn graph_signature(g: &Graph) -> Result<(Vec<Output>, Vec<(String, Output)>)
 /// The [`ExportGraph`] of the subgraph of `session`'s graph that computes `outputs` from the
 /// placeholders `inputs`. Variables become initializers (named after the variable) holding
 /// the session's current values; `Identity` nodes are skipped; constants stay constants.
+/// ONNX inputs are named after their placeholders.
 ///
 /// Errors: a placeholder the outputs need that is not in `inputs`, a value that belongs to
 /// another graph, and any node with no ONNX form (assign, optimizer update, init, no-op) name
@@ -199,65 +201,90 @@ pub fn to_export_graph(
     inputs: &[&Output],
     outputs: &[(&str, &Output)],
 ) -> Result<ExportGraph> {
-    let g = session.graph();
-    for v in inputs
-        .iter()
-        .copied()
-        .chain(outputs.iter().map(|(_, o)| *o))
-    {
-        if !v.graph().same(g) {
+    let named: Vec<(&str, &Output)> = inputs.iter().map(|o| (o.name(), *o)).collect();
+    subgraph_to_export(
+        session.graph(),
+        Some(session),
+        &named,
+        outputs,
+        &|name: &str| name.to_string(),
+    )
+}
+
+/// The general form of [`to_export_graph`]: the subgraph of `graph` that computes `outputs`
+/// (each with its ONNX name) from the placeholders `inputs` (each with its ONNX name; `None`
+/// dims stay dynamic, inputs appear in the order given even when no output needs one).
+///
+/// Variable values come from `session` when given (e.g. after training), else from the
+/// variables' initializers; `initializer_name` maps a variable's node name to its ONNX
+/// initializer name (e.g. `fc1/weight` -> `fc1.weight` for PyTorch-style names).
+pub fn subgraph_to_export(
+    graph: &Graph,
+    session: Option<&Session>,
+    inputs: &[(&str, &Output)],
+    outputs: &[(&str, &Output)],
+    initializer_name: &dyn Fn(&str) -> String,
+) -> Result<ExportGraph> {
+    if let Some(s) = session {
+        if !s.graph().same(graph) {
+            return Err(Error::Graph(
+                "the session runs another graph than the one exported".into(),
+            ));
+        }
+    }
+    for (_, v) in inputs.iter().chain(outputs) {
+        if !v.graph().same(graph) {
             return Err(Error::Graph(format!(
-                "`{}` belongs to another graph than the session's",
+                "`{}` belongs to another graph than the one exported",
                 v.name()
             )));
         }
     }
-    let nodes = g.nodes()?;
+    let nodes = graph.nodes()?;
     let node = |id: usize| {
         nodes
             .get(id)
             .ok_or_else(|| Error::Graph(format!("no node with id {id} in this graph")))
     };
+    let input_ids: HashMap<usize, usize> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, (_, o))| (o.id(), k))
+        .collect();
     // Nodes the outputs need (data inputs only: control dependencies order side effects,
     // which an inference graph does not have).
     let mut needed = vec![false; nodes.len()];
     let mut stack: Vec<usize> = outputs.iter().map(|(_, o)| o.id()).collect();
-    let input_ids: HashMap<usize, usize> = inputs
-        .iter()
-        .enumerate()
-        .map(|(k, o)| (o.id(), k))
-        .collect();
     while let Some(id) = stack.pop() {
-        if needed.get(id).copied().unwrap_or(true) {
-            continue;
+        match needed.get_mut(id) {
+            None => return Err(Error::Graph(format!("no node with id {id} in this graph"))),
+            Some(true) => continue,
+            Some(flag) => *flag = true,
         }
-        needed[id] = true;
         if !input_ids.contains_key(&id) {
             stack.extend(node(id)?.inputs.iter().copied());
         }
     }
     let mut eg = ExportGraph::default();
-    for o in inputs {
+    let mut refs: HashMap<usize, ValueRef> = HashMap::new();
+    for (k, (name, o)) in inputs.iter().enumerate() {
         let n = node(o.id())?;
         if !matches!(n.kind, NodeKind::Placeholder) {
             return Err(Error::Graph(format!(
-                "input `{}` is a {} node, not a placeholder",
+                "ONNX input `{name}` must be a placeholder, `{}` is a {} node",
                 n.name,
                 n.kind.name()
             )));
         }
         eg.inputs.push(ExportInput {
-            name: n.name.clone(),
+            name: name.to_string(),
             dtype: n.info.dtype,
             dims: n.info.shape.clone(),
         });
-    }
-    let mut refs: HashMap<usize, ValueRef> = HashMap::new();
-    for (&id, &k) in &input_ids {
-        refs.insert(id, ValueRef::Input(k));
+        refs.insert(o.id(), ValueRef::Input(k));
     }
     for (id, n) in nodes.iter().enumerate() {
-        if !needed[id] || refs.contains_key(&id) {
+        if !needed.get(id).copied().unwrap_or(false) || refs.contains_key(&id) {
             continue;
         }
         let arg = |k: usize| -> Result<ValueRef> {
@@ -280,9 +307,12 @@ pub fn to_export_graph(
                 ValueRef::Node(eg.nodes.len() - 1)
             }
             NodeKind::Identity => arg(0)?,
-            NodeKind::Variable(_) => {
-                let value = session.variable_value(&g.get(&n.name)?)?;
-                eg.initializers.push((n.name.clone(), value));
+            NodeKind::Variable(def) => {
+                let value = match session {
+                    Some(s) => s.variable_value(&graph.get(&n.name)?)?,
+                    None => def.init.value(&def.shape, def.dtype)?,
+                };
+                eg.initializers.push((initializer_name(&n.name), value));
                 ValueRef::Initializer(eg.initializers.len() - 1)
             }
             NodeKind::Placeholder => {
@@ -305,10 +335,9 @@ pub fn to_export_graph(
         refs.insert(id, r);
     }
     for (name, o) in outputs {
-        let r = refs
-            .get(&o.id())
-            .copied()
-            .ok_or_else(|| Error::Graph(format!("output `{}` was not reached", o.name())))?;
+        let r = refs.get(&o.id()).copied().ok_or_else(|| {
+            Error::Graph(format!("output `{name}` (`{}`) was not reached", o.name()))
+        })?;
         eg.outputs.push((name.to_string(), r));
     }
     Ok(eg)
