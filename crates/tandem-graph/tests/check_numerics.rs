@@ -45,7 +45,10 @@ fn applies_to_callables_and_infinities_and_leaves_variables_untouched() {
     s.set_check_numerics(true);
     let zero = Tensor::from_vec(vec![2.0f32, 0.0], &[2]).unwrap();
     let err = step.run(&[zero]).unwrap_err().to_string();
-    assert!(err.contains("check_numerics") && err.contains("inf"), "{err}");
+    assert!(
+        err.contains("check_numerics") && err.contains("inf"),
+        "{err}"
+    );
     assert_eq!(
         s.variable_value(&w).unwrap().to_vec::<f32>().unwrap(),
         vec![1.0, 1.0]
