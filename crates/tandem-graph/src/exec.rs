@@ -183,13 +183,56 @@ fn scalar_u64(t: &Tensor, what: &str) -> Result<u64> {
     Ok(v as u64)
 }
 
-/// Runs a plan. `names` gives variable names for errors.
+/// What one run did with memory (see [`crate::Callable::run_with_stats`]).
+///
+/// Bytes count the buffers the run's steps allocated themselves (kernel and op outputs);
+/// feeds, variables, constants and views of other values are not counted, nor are the
+/// optimizer updates applied in place at commit (they allocate nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Steps run.
+    pub steps: usize,
+    /// Most bytes of step outputs alive at once (after memory planning: values are dropped
+    /// at their last use and dead buffers are written again by later steps).
+    pub peak_bytes: usize,
+    /// Bytes of all step outputs together (what a run that kept every value would hold).
+    pub total_bytes: usize,
+    /// Bytes of outputs written into a dead value's buffer instead of a new allocation.
+    pub reused_bytes: usize,
+}
+
+/// Per-run switches of [`execute`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RunFlags {
+    /// Fail at the first step whose float output holds a NaN or an infinity.
+    pub check_numerics: bool,
+}
+
+fn bytes_of(t: &Tensor) -> usize {
+    t.storage().len() * t.dtype().size_in_bytes()
+}
+
+/// The first non-finite element of a float tensor, if any.
+fn first_non_finite(t: &Tensor) -> Result<Option<f64>> {
+    if !t.dtype().is_float() {
+        return Ok(None);
+    }
+    if let Some(v) = t.as_slice::<f32>() {
+        return Ok(v.iter().find(|x| !x.is_finite()).map(|&x| f64::from(x)));
+    }
+    Ok(t.to_f64_vec()?.into_iter().find(|x| !x.is_finite()))
+}
+
+/// Runs a plan. `names` gives variable names for errors; `stats`, when given, receives what
+/// the run did with memory.
 pub(crate) fn execute(
     plan: &Plan,
     feeds: &[&Tensor],
     store: &VarStore,
     run_id: u64,
     names: &dyn Fn(usize) -> String,
+    flags: RunFlags,
+    mut stats: Option<&mut RunStats>,
 ) -> Result<Vec<Tensor>> {
     check_feeds(plan, feeds)?;
     let snapshot = store.snapshot()?;
@@ -199,8 +242,27 @@ pub(crate) fn execute(
         names,
     };
     let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
+    // Bytes each counted slot holds (only filled when stats are wanted).
+    let mut held: Vec<usize> = Vec::new();
+    if stats.is_some() {
+        held = vec![0; plan.steps.len()];
+    }
+    let mut live = 0usize;
     let mut deferred: Vec<Deferred> = Vec::new();
     for (s, step) in plan.steps.iter().enumerate() {
+        // A dead value's buffer, when the run is its only owner.
+        let out_buf = match step.reuse.and_then(|d| values.get_mut(d).map(|v| (d, v))) {
+            Some((d, v)) => {
+                let t = v.take();
+                if let Some(h) = held.get_mut(d) {
+                    live -= *h;
+                    *h = 0;
+                }
+                t.filter(|t| Arc::strong_count(t.storage()) == 1)
+            }
+            None => None,
+        };
+        let reused = out_buf.as_ref().map(|t| Arc::as_ptr(t.storage()));
         let out = {
             let mut ins: SmallVec<[&Tensor; 4]> = SmallVec::new();
             for &i in &step.inputs {
@@ -219,13 +281,44 @@ pub(crate) fn execute(
                     deferred.push(validate_update(a, &ins, &view)?);
                     Ok(op_marker())
                 }
-                (op, _) => run_step(op, &ins, feeds, &mut view, run_id),
+                (op, _) => run_step(op, &ins, feeds, &mut view, run_id, out_buf),
             }
             .map_err(|e| e.context(step.name.clone()))?
         };
+        if flags.check_numerics {
+            if let Some(bad) = first_non_finite(&out)? {
+                return Err(Error::Graph(format!(
+                    "check_numerics: node `{}` (op {}) produced {bad} in its {} {:?} output",
+                    step.name,
+                    step.op.name(),
+                    out.dtype(),
+                    out.shape()
+                )));
+            }
+        }
+        if let Some(st) = stats.as_deref_mut() {
+            st.steps += 1;
+            if crate::plan::owns_output(&step.op) {
+                let b = bytes_of(&out);
+                held[s] = b;
+                live += b;
+                st.total_bytes += b;
+                if reused == Some(Arc::as_ptr(out.storage())) {
+                    st.reused_bytes += b;
+                }
+                st.peak_bytes = st.peak_bytes.max(live);
+            }
+        }
         values[s] = Some(out);
         for &f in &step.free {
+            if plan.donors.get(f) == Some(&true) {
+                continue;
+            }
             values[f] = None;
+            if let Some(h) = held.get_mut(f) {
+                live -= *h;
+                *h = 0;
+            }
         }
     }
     let mut outs = Vec::with_capacity(plan.fetch_slots.len());
@@ -319,6 +412,7 @@ fn run_step(
     feeds: &[&Tensor],
     view: &mut View<'_>,
     run_id: u64,
+    out: Option<Tensor>,
 ) -> Result<Tensor> {
     match op {
         PlanOp::Feed(i) => feeds
@@ -339,7 +433,7 @@ fn run_step(
             .map(|t| (*t).clone())
             .ok_or_else(|| Error::Graph("identity needs an input".into())),
         PlanOp::NoOp => Ok(op_marker()),
-        PlanOp::Kernel(k) => k.run(ins, None),
+        PlanOp::Kernel(k) => k.run(ins, out),
         PlanOp::InitVariables(defs) => {
             for d in defs {
                 let v = d.init.value(&d.shape, d.dtype)?;

@@ -311,6 +311,11 @@ pub struct Step {
     pub inputs: Vec<usize>,
     /// Slots to drop after this step (their last use).
     pub free: Vec<usize>,
+    /// A dead slot whose buffer this step writes its output into (memory planning): set
+    /// for kernels that accept an output buffer, when an earlier step's value of the same
+    /// dtype and shape died before this step. The interpreter passes the buffer only when
+    /// the run owns it alone (otherwise the kernel allocates).
+    pub reuse: Option<usize>,
     /// Dtype and shape of the output.
     pub info: ValueInfo,
 }
@@ -331,6 +336,9 @@ pub struct Plan {
     /// commit time, under the variable write lock, after every step succeeded (so a failed
     /// run still changes nothing, and no copy of the parameter and slots is made).
     pub deferred: Vec<bool>,
+    /// Per slot: whether its value, once dead, is kept for a later step's [`Step::reuse`]
+    /// instead of being dropped.
+    pub donors: Vec<bool>,
 }
 
 /// Variables a step reads or writes (by variable index).
@@ -344,6 +352,57 @@ fn touched(op: &PlanOp) -> Vec<usize> {
         PlanOp::InitVariables(defs) => defs.iter().map(|d| d.index).collect(),
         _ => vec![],
     }
+}
+
+/// Whether a step's output is a buffer the run allocates itself (so that, once dead, it may
+/// be written again): not a feed, a variable, a constant, a pass-through or a view.
+pub(crate) fn owns_output(op: &PlanOp) -> bool {
+    match op {
+        PlanOp::Kernel(_) => true,
+        PlanOp::Op(op) => !matches!(
+            op,
+            Op::Constant(_)
+                | Op::Reshape(_)
+                | Op::ReshapeLike
+                | Op::Flatten { .. }
+                | Op::Squeeze(_)
+                | Op::Unsqueeze(_)
+                | Op::Permute(_)
+                | Op::Expand(_)
+                | Op::ExpandLike
+                | Op::Slice { .. }
+                | Op::SumToLike
+                | Op::StopGradient
+        ),
+        _ => false,
+    }
+}
+
+/// Memory planning: gives each kernel step that accepts an output buffer
+/// ([`PlanOp::Kernel`]) a value that died at an earlier step with the same dtype and shape
+/// (greedy, in step order, each dead value used once; the reused output may die and be
+/// reused again). Returns which slots donate their buffer ([`Plan::donors`]).
+fn plan_reuse(steps: &mut [Step]) -> Vec<bool> {
+    let mut donors = vec![false; steps.len()];
+    let mut pool: Vec<usize> = Vec::new();
+    for s in 0..steps.len() {
+        if matches!(steps[s].op, PlanOp::Kernel(_)) {
+            let info = &steps[s].info;
+            if let Some(k) = pool.iter().position(|&d| steps[d].info == *info) {
+                let d = pool.swap_remove(k);
+                donors[d] = true;
+                steps[s].reuse = Some(d);
+            }
+        }
+        let freed: Vec<usize> = steps[s]
+            .free
+            .iter()
+            .copied()
+            .filter(|&f| f != s && owns_output(&steps[f].op))
+            .collect();
+        pool.extend(freed);
+    }
+    donors
 }
 
 /// Which steps [`Plan::deferred`] marks.
@@ -435,6 +494,7 @@ impl Plan {
                 op: node.op.clone(),
                 inputs,
                 free: vec![],
+                reuse: None,
                 info: node.info.clone(),
             });
         }
@@ -452,12 +512,14 @@ impl Plan {
         }
         let writes_variables = steps.iter().any(|s| s.op.has_side_effects());
         let deferred = deferrable(&steps, &fetch_slots);
+        let donors = plan_reuse(&mut steps);
         Ok(Plan {
             steps,
             fetch_slots,
             feeds: pg.feeds.clone(),
             writes_variables,
             deferred,
+            donors,
         })
     }
 
@@ -471,8 +533,12 @@ impl Plan {
             } else {
                 ""
             };
+            let reuse = match st.reuse {
+                Some(d) => format!(", reuses %{d}"),
+                None => String::new(),
+            };
             s.push_str(&format!(
-                "%{i} = {} [{}{how}]({}) : {} {}\n",
+                "%{i} = {} [{}{how}{reuse}]({}) : {} {}\n",
                 st.name,
                 st.op.name(),
                 ins.join(", "),

@@ -1,11 +1,11 @@
 //! Sessions: run a graph with feeds, holding the variables.
 
-use crate::exec::{execute, VarStore};
+use crate::exec::{execute, RunFlags, RunStats, VarStore};
 use crate::graph::{Graph, NodeKind, Output};
 use crate::passes::{default_passes, run_passes, Pass};
 use crate::plan::{Plan, PlanGraph};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tandem_tensor::{Error, Result, Tensor};
 
@@ -30,9 +30,34 @@ struct Shared {
     vars: VarStore,
     runs: AtomicU64,
     var_names: Mutex<Vec<String>>,
+    check_numerics: AtomicBool,
 }
 
 impl Shared {
+    fn flags(&self) -> RunFlags {
+        RunFlags {
+            check_numerics: self.check_numerics.load(Ordering::Relaxed),
+        }
+    }
+
+    fn execute(
+        &self,
+        plan: &Plan,
+        feeds: &[&Tensor],
+        stats: Option<&mut RunStats>,
+    ) -> Result<Vec<Tensor>> {
+        let run_id = self.runs.fetch_add(1, Ordering::Relaxed);
+        execute(
+            plan,
+            feeds,
+            &self.vars,
+            run_id,
+            &self.names(),
+            self.flags(),
+            stats,
+        )
+    }
+
     fn names(&self) -> impl Fn(usize) -> String + '_ {
         move |i| {
             self.var_names
@@ -121,6 +146,7 @@ impl Session {
                 vars: VarStore::default(),
                 runs: AtomicU64::new(0),
                 var_names: Mutex::new(vec![]),
+                check_numerics: AtomicBool::new(false),
             }),
             cache: Mutex::new(HashMap::new()),
             compiles: AtomicUsize::new(0),
@@ -202,14 +228,22 @@ impl Session {
         let feed_outs: Vec<&Output> = feeds.iter().map(|(o, _)| *o).collect();
         let plan = self.plan(self.ids(fetches)?, self.ids(&feed_outs)?)?;
         let tensors: Vec<&Tensor> = feeds.iter().map(|(_, t)| *t).collect();
-        let run_id = self.shared.runs.fetch_add(1, Ordering::Relaxed);
-        execute(
-            &plan,
-            &tensors,
-            &self.shared.vars,
-            run_id,
-            &self.shared.names(),
-        )
+        self.shared.execute(&plan, &tensors, None)
+    }
+
+    /// Checks every float value a run computes (`tf.debugging.enable_check_numerics`): with
+    /// checks on, a run fails at the first step whose output holds a NaN or an infinity,
+    /// with an error naming the node and its op, and changes no variable. Applies to
+    /// [`Session::run`] and to every [`Callable`] of this session. Fused kernels are checked
+    /// as one node (their name lists the fused ops); build the session with
+    /// `SessionOptions { optimize: false, .. }` to check every graph node on its own.
+    pub fn set_check_numerics(&self, on: bool) {
+        self.shared.check_numerics.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether runs check for NaN and infinity (see [`Session::set_check_numerics`]).
+    pub fn check_numerics(&self) -> bool {
+        self.shared.check_numerics.load(Ordering::Relaxed)
     }
 
     /// A prepared run for fixed fetches and feeds (`tf.Session.make_callable`): its
@@ -276,14 +310,19 @@ impl Callable {
     /// Runs with the feeds in the order given to [`Session::callable`].
     pub fn run(&self, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
         let tensors: Vec<&Tensor> = feeds.iter().collect();
-        let run_id = self.shared.runs.fetch_add(1, Ordering::Relaxed);
-        execute(
-            &self.plan,
-            &tensors,
-            &self.shared.vars,
-            run_id,
-            &self.shared.names(),
-        )
+        self.shared.execute(&self.plan, &tensors, None)
+    }
+
+    /// Runs like [`Callable::run`] and reports what the run did with memory: peak and total
+    /// bytes of the values its steps computed and the bytes written into reused buffers.
+    /// Counting costs a little per step, so the hot loop should use [`Callable::run`].
+    pub fn run_with_stats(&self, feeds: &[Tensor]) -> Result<(Vec<Tensor>, RunStats)> {
+        let tensors: Vec<&Tensor> = feeds.iter().collect();
+        let mut stats = RunStats::default();
+        let out = self
+            .shared
+            .execute(&self.plan, &tensors, Some(&mut stats))?;
+        Ok((out, stats))
     }
 
     /// The plan this callable runs.

@@ -246,6 +246,30 @@ impl Optimizer for Momentum {
     }
 }
 
+/// PyTorch's default first-moment decay of Adam and AdamW.
+const ADAM_BETA1: f64 = 0.9;
+/// PyTorch's default second-moment decay of Adam and AdamW.
+const ADAM_BETA2: f64 = 0.999;
+/// PyTorch's default denominator epsilon of Adam and AdamW.
+const ADAM_EPS: f64 = 1e-8;
+
+/// The update of Adam and AdamW (they differ only in how weight decay is applied).
+fn adam_update(
+    lr: &LearningRate,
+    (beta1, beta2, eps): (f64, f64, f64),
+    weight_decay: f64,
+    decoupled: bool,
+) -> Update {
+    Update::Adam(AdamConfig {
+        lr: lr.fixed(),
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled,
+    })
+}
+
 /// Adam (L2 weight decay added to the gradient, like `torch.optim.Adam`).
 #[derive(Clone, Debug)]
 pub struct Adam {
@@ -266,9 +290,9 @@ impl Adam {
     pub fn new(lr: impl Into<LearningRate>) -> Self {
         Adam {
             lr: lr.into(),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+            beta1: ADAM_BETA1,
+            beta2: ADAM_BETA2,
+            eps: ADAM_EPS,
             weight_decay: 0.0,
         }
     }
@@ -279,14 +303,8 @@ impl Optimizer for Adam {
         "Adam"
     }
     fn update(&self) -> Update {
-        Update::Adam(AdamConfig {
-            lr: self.lr.fixed(),
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            decoupled: false,
-        })
+        let betas_eps = (self.beta1, self.beta2, self.eps);
+        adam_update(&self.lr, betas_eps, self.weight_decay, false)
     }
     fn learning_rate(&self) -> &LearningRate {
         &self.lr
@@ -313,9 +331,9 @@ impl AdamW {
     pub fn new(lr: impl Into<LearningRate>) -> Self {
         AdamW {
             lr: lr.into(),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+            beta1: ADAM_BETA1,
+            beta2: ADAM_BETA2,
+            eps: ADAM_EPS,
             weight_decay: 0.01,
         }
     }
@@ -326,14 +344,8 @@ impl Optimizer for AdamW {
         "AdamW"
     }
     fn update(&self) -> Update {
-        Update::Adam(AdamConfig {
-            lr: self.lr.fixed(),
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            decoupled: true,
-        })
+        let betas_eps = (self.beta1, self.beta2, self.eps);
+        adam_update(&self.lr, betas_eps, self.weight_decay, true)
     }
     fn learning_rate(&self) -> &LearningRate {
         &self.lr
