@@ -87,7 +87,11 @@ fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
 }
 
 /// Accuracy of `model` on a dataset, in eval mode without recording.
-pub fn evaluate(model: &dyn Module, data: Arc<dyn Dataset>) -> Result<f64> {
+pub fn evaluate(
+    model: &dyn Module,
+    data: Arc<dyn Dataset>,
+    device: tandem::eager::Device,
+) -> Result<f64> {
     let _g = no_grad();
     model.eval();
     let n = data.len();
@@ -95,8 +99,8 @@ pub fn evaluate(model: &dyn Module, data: Arc<dyn Dataset>) -> Result<f64> {
     for batch in DataLoader::new(data, 1000).epoch(0) {
         let b = batch?;
         let (x, y) = (
-            Tensor::from_value(b[0].clone()),
-            Tensor::from_value(b[1].clone()),
+            Tensor::from_value(b[0].to_device(device)?),
+            Tensor::from_value(b[1].to_device(device)?),
         );
         hits += correct(&model.forward(&x)?, &y)?;
     }
@@ -114,10 +118,12 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, transform));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, transform));
-    let model: Box<dyn Module> = match args.model {
+    let mut model: Box<dyn Module> = match args.model {
         ModelKind::Mlp => Box::new(SimpleNet::new()?),
         ModelKind::Cnn => Box::new(LeNet::new()?),
     };
+    model.to_device(args.device)?;
+    let device = args.device;
     let mut opt = Adam::new(
         model.parameters(),
         AdamConfig {
@@ -141,8 +147,8 @@ pub fn run(args: &Args) -> Result<()> {
         for batch in loader.epoch(epoch) {
             let b = batch?;
             let (x, y) = (
-                Tensor::from_value(b[0].clone()),
-                Tensor::from_value(b[1].clone()),
+                Tensor::from_value(b[0].to_device(device)?),
+                Tensor::from_value(b[1].to_device(device)?),
             );
             opt.zero_grad();
             let logits = model.forward(&x)?;
@@ -161,7 +167,7 @@ pub fn run(args: &Args) -> Result<()> {
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
         total_seconds += seconds;
-        test_acc = evaluate(model.as_ref(), test.clone())?;
+        test_acc = evaluate(model.as_ref(), test.clone(), args.device)?;
         println!(
             "epoch {}/{}: loss {:.4}  train accuracy {:.4}  test accuracy {:.4}  {:.1}s",
             epoch + 1,
@@ -177,6 +183,7 @@ pub fn run(args: &Args) -> Result<()> {
         println!("saved {}", path.display());
     }
     if let Some(path) = &args.export_onnx {
+        model.to_device(tandem::eager::Device::Cpu)?;
         crate::export::export_module(model.as_ref(), args.model, false, path)?;
     }
     println!(

@@ -152,7 +152,8 @@ pub fn run(args: &Args) -> Result<()> {
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, transform));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, transform));
     let c = Classifier::build(args.model, args.lr, args.seed)?;
-    let session = Session::new(&c.graph)?;
+    // Variables live on the device; host batches are copied there at each run.
+    let session = Session::new_on(&c.graph, args.device)?;
     let step = session.callable(&[&c.train_op, &c.loss, &c.correct], &[&c.x, &c.y])?;
     let eval = session.callable(&[&c.correct], &[&c.x, &c.y])?;
     let loader = DataLoader::new(train.clone(), args.batch_size).shuffle(args.seed);

@@ -32,7 +32,7 @@ struct Preprocess {
 }
 
 impl Preprocess {
-    fn new(kind: ModelKind, augment: bool) -> Result<Preprocess> {
+    fn new(kind: ModelKind, augment: bool, device: tandem::eager::Device) -> Result<Preprocess> {
         let g = Graph::new();
         let raw = g.placeholder("raw", DType::U8, &[None, Some(28), Some(28)])?;
         let scaled = g.mul_scalar(&g.cast(&raw, DType::F32)?, 1.0 / 255.0)?;
@@ -66,7 +66,7 @@ impl Preprocess {
                 }
             }
         }
-        let session = Session::new(&g)?;
+        let session = Session::new_on(&g, device)?;
         Ok(Preprocess {
             session,
             raw,
@@ -90,7 +90,7 @@ fn evaluate_traced(
         let raw = Tensor::from_value(b[0].clone());
         let x = run_eager(&pre.session, &[&pre.pixels], &[(&pre.raw, &raw)])?;
         let out = run_eager(session, &[logits], &[(input, &x[0])])?;
-        let y = Tensor::from_value(b[1].clone());
+        let y = Tensor::from_value(b[1].to_device(session.device())?);
         let pred = out[0].argmax(1, false)?;
         hits += pred.eq(&y)?.to_dtype(DType::I64)?.sum_all()?.item()? as usize;
     }
@@ -103,11 +103,12 @@ pub fn run(args: &Args) -> Result<()> {
     let data = mnist::Mnist::load(args.data_dir.as_deref())?;
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, mnist::Transform::Raw));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, mnist::Transform::Raw));
-    let model: Box<dyn Module> = match args.model {
+    let mut model: Box<dyn Module> = match args.model {
         ModelKind::Mlp => Box::new(SimpleNet::new()?),
         ModelKind::Cnn => Box::new(LeNet::new()?),
     };
-    let pre = Preprocess::new(args.model, args.augment)?;
+    model.to_device(args.device)?;
+    let pre = Preprocess::new(args.model, args.augment, args.device)?;
     let mut opt = Adam::new(
         model.parameters(),
         AdamConfig {
@@ -134,7 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
             let x = from_fetch(x.into_iter().next().ok_or_else(|| {
                 tandem::eager::Error::invalid("mixed", "preprocessing fetched nothing")
             })?);
-            let y = Tensor::from_value(b[1].clone());
+            let y = Tensor::from_value(b[1].to_device(args.device)?);
             opt.zero_grad();
             let loss = F::cross_entropy(&model.forward(&x)?, &y)?;
             loss.backward()?;
@@ -145,7 +146,7 @@ pub fn run(args: &Args) -> Result<()> {
         let seconds = start.elapsed().as_secs_f64();
         total_seconds += seconds;
         let traced = trace_deployed(model.as_ref(), args.model, true)?;
-        let session = Session::new(&traced.graph)?;
+        let session = Session::new_on(&traced.graph, args.device)?;
         test_acc = evaluate_traced(
             &pre,
             &session,

@@ -4,10 +4,10 @@
 
 use crate::emitter::Eager;
 use crate::mode::{is_anomaly_enabled, set_grad_enabled};
-use crate::tensor::{Body, Saved, Tensor};
+use crate::tensor::{Body, Node, Saved, Tensor};
 use std::collections::{HashMap, HashSet};
 use tandem_ir::grad::{accumulate, backprop};
-use tandem_ir::{EmitExt, Op};
+use tandem_ir::EmitExt;
 use tandem_tensor::{Error, Result};
 
 /// Options of a backward pass.
@@ -20,7 +20,7 @@ pub struct BackwardOptions {
     pub create_graph: bool,
 }
 
-fn freed(op: &Op) -> Error {
+fn freed(op: &Node) -> Error {
     Error::Autograd(format!(
         "trying to backward through the graph a second time: the saved tensors of `{}` have \
          been freed; pass retain_graph: true to the first backward",
@@ -67,7 +67,7 @@ fn topo_order(roots: &[Tensor]) -> Result<Vec<(Tensor, Saved)>> {
     Ok(post)
 }
 
-fn name_backward(e: Error, op: &Op) -> Error {
+fn name_backward(e: Error, op: &Node) -> Error {
     match e {
         Error::Anomaly { op: inner, what } => Error::Anomaly {
             op: format!("{inner} (in the backward of {})", op.name()),
@@ -110,6 +110,8 @@ pub(crate) fn run_backward(
             });
         }
         let s = e.cast(s, r.dtype())?;
+        // A seed given on another device follows its output (recorded when create_graph).
+        let s = s.to_device(r.device())?;
         let acc = grads.remove(&r.ptr());
         grads.insert(r.ptr(), accumulate(&e, acc, s)?);
     }
@@ -148,10 +150,23 @@ pub(crate) fn run_backward(
         if !wanted.iter().any(|&w| w) {
             continue;
         }
-        let refs: Vec<&Tensor> = inputs.iter().collect();
-        let gs = backprop(&e, op, &refs, t, &g, &wanted).map_err(|err| name_backward(err, op))?;
+        let gs = match op {
+            Node::Op(ir) => {
+                let refs: Vec<&Tensor> = inputs.iter().collect();
+                backprop(&e, ir, &refs, t, &g, &wanted).map_err(|err| name_backward(err, op))?
+            }
+            // The gradient of a copy is the output gradient copied back.
+            Node::ToDevice { from } => vec![Some(g.to_device(*from)?)],
+        };
         for (x, gi) in inputs.iter().zip(gs) {
             let Some(gi) = gi else { continue };
+            // Gradients live on their tensor's device (a 0-d CPU operand of a GPU op, which
+            // ops treat as a scalar, gets its gradient back on the CPU).
+            let gi = if gi.device() == x.device() {
+                gi
+            } else {
+                gi.to_device(x.device())?
+            };
             if anomaly {
                 crate::emitter::check_finite(&format!("backward of {}", op.name()), &gi.value())?;
             }
@@ -230,7 +245,7 @@ pub(crate) fn scalar_seed(t: &Tensor) -> Result<Tensor> {
             t.dims()
         )));
     }
-    Ok(Tensor::full(&t.dims(), 1.0, t.dtype()))
+    Tensor::full_on(&t.dims(), 1.0, t.dtype(), t.device())
 }
 
 impl Tensor {

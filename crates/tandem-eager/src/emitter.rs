@@ -3,7 +3,7 @@
 //! kernels behind `tandem_ir::eval`) and one set of gradient rules (`tandem_ir::grad`).
 
 use crate::mode::{is_anomaly_enabled, is_grad_enabled};
-use crate::tensor::{Saved, Tensor, Value, ValueRef};
+use crate::tensor::{Node, Saved, Tensor, Value, ValueRef};
 use smallvec::SmallVec;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -83,7 +83,7 @@ impl Emit for Eager {
         let seen = observer.as_ref().map(|_| op.clone());
         let result = if record {
             let saved: Saved = inputs.iter().map(|t| (*t).clone()).collect();
-            Tensor::from_op(out, op, saved)
+            Tensor::from_op(out, Node::Op(op), saved)
         } else {
             Tensor::from_value(out)
         };

@@ -25,9 +25,31 @@ pub(crate) enum Body {
     /// The result of a recorded op (its grad_fn): immutable and lock-free to read.
     Op {
         value: Value,
-        op: Op,
+        op: Node,
         saved: Mutex<Option<Saved>>,
     },
+}
+
+/// What a recorded tensor was computed by: an op of the shared vocabulary, or a copy between
+/// devices (eager only: its gradient is the output gradient copied back to `from`).
+pub(crate) enum Node {
+    /// An op of `tandem-ir` (gradient by the shared rules).
+    Op(Op),
+    /// `to_device` from the device `from`.
+    ToDevice {
+        /// The source device (where the gradient goes back to).
+        from: Device,
+    },
+}
+
+impl Node {
+    /// The grad_fn name.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Node::Op(op) => op.name(),
+            Node::ToDevice { .. } => "to_device",
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -79,7 +101,7 @@ impl Tensor {
         }))
     }
 
-    pub(crate) fn from_op(value: Value, op: Op, inputs: Saved) -> Tensor {
+    pub(crate) fn from_op(value: Value, op: Node, inputs: Saved) -> Tensor {
         Tensor(Arc::new(Inner {
             body: Body::Op {
                 value,
@@ -353,19 +375,51 @@ impl Tensor {
         self.value_ref().to_f64_vec()
     }
 
-    /// Copies to a device (gradients flow back to the original device).
+    /// Copies to a device (`tensor.to(device)`); a tensor already there is returned as is.
+    /// When the tensor requires grad (and grad mode is on) the copy is recorded: the gradient
+    /// of the copy flows back to this tensor as a copy to this tensor's device.
+    ///
+    /// To move the parameters of a model, use
+    /// [`Module::to_device`](crate::nn::Module::to_device), which keeps them leaves.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        if device == self.device() {
+        let from = self.device();
+        if device == from {
             return Ok(self.clone());
         }
         let v = self.value_ref().to_device(device)?;
-        if self.requires_grad() && crate::mode::is_grad_enabled() {
-            return Err(Error::Autograd(format!(
-                "to_device({device}) of a tensor that requires grad is not recorded yet; \
-                 move leaves before building the graph"
-            )));
+        if self.requires_grad() && crate::mode::is_grad_enabled() && self.dtype().is_float() {
+            let mut saved = Saved::new();
+            saved.push(self.clone());
+            return Ok(Tensor::from_op(v, Node::ToDevice { from }, saved));
         }
         Ok(Tensor::from_value(v))
+    }
+
+    /// Copies to GPU 0 (`tensor.cuda()`).
+    pub fn cuda(&self) -> Result<Tensor> {
+        self.to_device(Device::Cuda(0))
+    }
+
+    /// Copies to host memory (`tensor.cpu()`).
+    pub fn cpu(&self) -> Result<Tensor> {
+        self.to_device(Device::Cpu)
+    }
+
+    /// Zeros on `device`.
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Tensor::from_value(Value::zeros_on(shape, dtype, device)?))
+    }
+
+    /// Ones on `device`.
+    pub fn ones_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Tensor::from_value(Value::ones_on(shape, dtype, device)?))
+    }
+
+    /// A tensor filled with `value` on `device`.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Tensor::from_value(Value::full_on(
+            shape, value, dtype, device,
+        )?))
     }
 }
 

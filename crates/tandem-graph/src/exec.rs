@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tandem_ir::{eval, Op};
-use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
+use tandem_tensor::{BinaryOp, DType, Device, Error, Result, Tensor};
 
 /// The value a run returns for a fetched op that produces nothing (a group, a no-op, an
 /// initializer): an empty float32 tensor of shape `[0]`.
@@ -26,10 +26,11 @@ pub fn is_op_marker(t: &Tensor) -> bool {
 
 type Values = Arc<Vec<Option<Tensor>>>;
 
-/// The variables of a session, by variable index.
+/// The variables of a session, by variable index, on the session's device.
 #[derive(Debug, Default)]
 pub(crate) struct VarStore {
     values: RwLock<Values>,
+    device: Device,
 }
 
 fn poisoned() -> Error {
@@ -37,6 +38,19 @@ fn poisoned() -> Error {
 }
 
 impl VarStore {
+    /// An empty store whose variables live on `device`.
+    pub(crate) fn on(device: Device) -> VarStore {
+        VarStore {
+            values: RwLock::default(),
+            device,
+        }
+    }
+
+    /// The device the variables live on.
+    pub(crate) fn device(&self) -> Device {
+        self.device
+    }
+
     pub(crate) fn snapshot(&self) -> Result<Values> {
         Ok(self.values.read().map_err(|_| poisoned())?.clone())
     }
@@ -120,6 +134,7 @@ struct View<'a> {
     snapshot: &'a [Option<Tensor>],
     overlay: HashMap<usize, Tensor>,
     names: &'a dyn Fn(usize) -> String,
+    device: Device,
 }
 
 impl View<'_> {
@@ -240,6 +255,7 @@ pub(crate) fn execute(
         snapshot: &snapshot,
         overlay: HashMap::new(),
         names,
+        device: store.device(),
     };
     let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
     // Bytes each counted slot holds (only filled when stats are wanted).
@@ -436,7 +452,7 @@ fn run_step(
         PlanOp::Kernel(k) => k.run(ins, out),
         PlanOp::InitVariables(defs) => {
             for d in defs {
-                let v = d.init.value(&d.shape, d.dtype)?;
+                let v = d.init.value(&d.shape, d.dtype)?.to_device(view.device)?;
                 view.overlay.insert(d.index, v);
             }
             Ok(op_marker())

@@ -24,6 +24,10 @@ use tandem_tensor::cpu::simd::{dispatch, PARALLEL_THRESHOLD};
 use tandem_tensor::layout::broadcast_shapes;
 use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor, UnaryOp};
 
+#[cfg(feature = "cuda")]
+#[path = "fusion_cuda.rs"]
+mod cuda;
+
 /// Elements per block of the register machine.
 const BLOCK: usize = 256;
 
@@ -564,6 +568,10 @@ impl Kernel for FusedElementwise {
                 got: t.dtype(),
             });
         }
+        #[cfg(feature = "cuda")]
+        if inputs.iter().any(|t| t.device().is_cuda()) {
+            return cuda::run_fused(self, inputs);
+        }
         match self.dtype {
             DType::F32 => self.run_typed::<f32>(inputs, out),
             _ => self.run_typed::<f64>(inputs, out),
@@ -987,6 +995,10 @@ impl Kernel for MatMulBias {
                     b.dtype()
                 },
             });
+        }
+        #[cfg(feature = "cuda")]
+        if inputs.iter().any(|t| t.device().is_cuda()) {
+            return cuda::run_matmul_bias(x, w, b, self.relu);
         }
         match x.dtype() {
             DType::F32 => self.run_typed::<f32>(x, w, b, out),

@@ -1,13 +1,30 @@
 //! Sessions: run a graph with feeds, holding the variables.
+//!
+//! ## Devices
+//!
+//! A session runs on one device, chosen when it is created (like placing a whole TF1 graph
+//! under `tf.device('/gpu:0')`): [`Session::new`] runs on the CPU, [`Session::new_on`] on any
+//! [`Device`]. On a GPU:
+//! - variables (and optimizer slots) live on the device; initial values are computed on the
+//!   host and copied once; [`Session::set_variables`] copies values to the device;
+//! - constants are copied once, when a plan is compiled;
+//! - fed tensors may be on the host or the device: host tensors are copied at each run;
+//! - fetched tensors are returned on the device (call `.to_device(Device::Cpu)` to read them
+//!   on the host; `item()` and `to_vec()` copy by themselves);
+//! - optimizer updates run the fused optimizer kernels on the device, and the fusion pass's
+//!   elementwise kernels become generated CUDA kernels;
+//! - [`crate::Saver`] copies the variables to the host when it writes.
 
 use crate::exec::{execute, RunFlags, RunStats, VarStore};
 use crate::graph::{Graph, NodeKind, Output};
 use crate::passes::{default_passes, run_passes, Pass};
+use crate::plan::PlanOp;
 use crate::plan::{Plan, PlanGraph};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tandem_tensor::{Error, Result, Tensor};
+use tandem_ir::Op;
+use tandem_tensor::{Device, Error, Result, Tensor};
 
 /// Session settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,10 +63,15 @@ impl Shared {
         feeds: &[&Tensor],
         stats: Option<&mut RunStats>,
     ) -> Result<Vec<Tensor>> {
+        let moved = to_device(feeds, self.vars.device())?;
+        let feeds: Vec<&Tensor> = match &moved {
+            Some(m) => m.iter().collect(),
+            None => feeds.to_vec(),
+        };
         let run_id = self.runs.fetch_add(1, Ordering::Relaxed);
         execute(
             plan,
-            feeds,
+            &feeds,
             &self.vars,
             run_id,
             &self.names(),
@@ -104,7 +126,35 @@ impl Session {
 
     /// A session with options; variables initialized.
     pub fn with_options(graph: &Graph, options: SessionOptions) -> Result<Session> {
-        let s = Session::uninitialized_with(graph, options)?;
+        Session::with_options_on(graph, options, Device::Cpu)
+    }
+
+    /// A session running on `device` (see the [module docs](self) for what lives where);
+    /// variables initialized on the device.
+    ///
+    /// ```
+    /// use tandem_graph::{Graph, Session};
+    /// use tandem_tensor::{DType, Device, Tensor};
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, &[None]).unwrap();
+    /// let y = g.mul_scalar(&x, 2.0).unwrap();
+    /// # use tandem_ir::EmitExt;
+    /// let s = Session::new_on(&g, Device::Cpu).unwrap(); // or Device::Cuda(0)
+    /// let out = s.run(&[&y], &[(&x, &Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap())]).unwrap();
+    /// let host = out[0].to_device(Device::Cpu).unwrap();
+    /// assert_eq!(host.to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+    /// ```
+    pub fn new_on(graph: &Graph, device: Device) -> Result<Session> {
+        Session::with_options_on(graph, SessionOptions::default(), device)
+    }
+
+    /// A session with options on `device`; variables initialized.
+    pub fn with_options_on(
+        graph: &Graph,
+        options: SessionOptions,
+        device: Device,
+    ) -> Result<Session> {
+        let s = Session::uninitialized_on(graph, options, device)?;
         s.initialize_variables()?;
         Ok(s)
     }
@@ -112,7 +162,16 @@ impl Session {
     /// A session (variables initialized) whose plans run `passes` instead of
     /// [`default_passes`] (e.g. with a fusion pass added).
     pub fn with_passes(graph: &Graph, passes: Vec<Box<dyn Pass>>) -> Result<Session> {
-        let mut s = Session::uninitialized_with(graph, SessionOptions::default())?;
+        Session::with_passes_on(graph, passes, Device::Cpu)
+    }
+
+    /// [`Session::with_passes`] on `device`.
+    pub fn with_passes_on(
+        graph: &Graph,
+        passes: Vec<Box<dyn Pass>>,
+        device: Device,
+    ) -> Result<Session> {
+        let mut s = Session::uninitialized_on(graph, SessionOptions::default(), device)?;
         s.passes = passes;
         s.initialize_variables()?;
         Ok(s)
@@ -125,6 +184,7 @@ impl Session {
             let t = def
                 .init
                 .value(&def.shape, def.dtype)
+                .and_then(|t| t.to_device(self.device()))
                 .map_err(|e| e.context(v.name().to_string()))?;
             updates.insert(def.index, t);
         }
@@ -134,16 +194,25 @@ impl Session {
     /// A session with no variable initialized (TF style: run
     /// [`Graph::global_variables_initializer`] first).
     pub fn new_uninitialized(graph: &Graph) -> Result<Session> {
-        Session::uninitialized_with(graph, SessionOptions::default())
+        Session::uninitialized_on(graph, SessionOptions::default(), Device::Cpu)
     }
 
-    fn uninitialized_with(graph: &Graph, options: SessionOptions) -> Result<Session> {
+    /// [`Session::new_uninitialized`] on `device`.
+    pub fn new_uninitialized_on(graph: &Graph, device: Device) -> Result<Session> {
+        Session::uninitialized_on(graph, SessionOptions::default(), device)
+    }
+
+    fn uninitialized_on(graph: &Graph, options: SessionOptions, device: Device) -> Result<Session> {
+        if device != Device::Cpu {
+            // Fail now, with the device's own error, rather than at the first run.
+            Tensor::zeros_on(&[], tandem_tensor::DType::F32, device)?;
+        }
         Ok(Session {
             graph: graph.clone(),
             options,
             passes: default_passes(),
             shared: Arc::new(Shared {
-                vars: VarStore::default(),
+                vars: VarStore::on(device),
                 runs: AtomicU64::new(0),
                 var_names: Mutex::new(vec![]),
                 check_numerics: AtomicBool::new(false),
@@ -151,6 +220,11 @@ impl Session {
             cache: Mutex::new(HashMap::new()),
             compiles: AtomicUsize::new(0),
         })
+    }
+
+    /// The device this session runs on.
+    pub fn device(&self) -> Device {
+        self.shared.vars.device()
     }
 
     /// The graph this session runs.
@@ -204,7 +278,9 @@ impl Session {
             run_passes(&mut pg, &self.passes)?;
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        Plan::schedule(&pg)
+        let mut plan = Plan::schedule(&pg)?;
+        place_constants(&mut plan, self.device())?;
+        Ok(plan)
     }
 
     fn plan(&self, fetch_ids: Vec<usize>, feed_ids: Vec<usize>) -> Result<Arc<Plan>> {
@@ -293,7 +369,7 @@ impl Session {
                     t.shape()
                 )));
             }
-            updates.insert(def.index, t.clone());
+            updates.insert(def.index, t.to_device(self.device())?);
         }
         self.shared.vars.commit(updates)
     }
@@ -329,4 +405,38 @@ impl Callable {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+}
+
+/// Copies of `feeds` on `device`, or `None` when they are all there already (no work for the
+/// usual case).
+fn to_device(feeds: &[&Tensor], device: Device) -> Result<Option<Vec<Tensor>>> {
+    if feeds.iter().all(|t| t.device() == device) {
+        return Ok(None);
+    }
+    feeds
+        .iter()
+        .map(|t| t.to_device(device))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Moves the plan's constants to `device` once (a `full` becomes a constant created there).
+fn place_constants(plan: &mut Plan, device: Device) -> Result<()> {
+    if device == Device::Cpu {
+        return Ok(());
+    }
+    for step in &mut plan.steps {
+        let PlanOp::Op(op) = &step.op else { continue };
+        let placed = match op {
+            Op::Constant(t) if t.device() != device => t.to_device(device)?,
+            Op::Full {
+                shape,
+                value,
+                dtype,
+            } => Tensor::full_on(shape, *value, *dtype, device)?,
+            _ => continue,
+        };
+        step.op = PlanOp::Op(Op::Constant(placed));
+    }
+    Ok(())
 }

@@ -2,12 +2,17 @@
 //! mode calls it for every op, graph sessions for every node of a plan. Kernels pick the device
 //! and dtype implementation; unsupported combinations are errors naming the op, dtype and
 //! device.
+//!
+//! Devices: every value an op creates (`full_like`, `dim_size`, random values) is created on
+//! the device of its operand. Operands of one op must share a device, with one exception
+//! taken from PyTorch: a 0-d CPU tensor combines with a tensor on any device as a scalar (so
+//! the constant `n` of `mean`'s gradient, built without an operand, works on a GPU).
 
 use crate::emit::Emit;
 use crate::infer::Dim;
 use crate::op::{Distribution, Op};
 use tandem_tensor::random::Rng;
-use tandem_tensor::{DType, Error, Result, Tensor};
+use tandem_tensor::{BinaryOp, DType, Device, Error, Result, Tensor};
 
 fn arity_error(op: &Op, got: usize) -> Error {
     Error::invalid(
@@ -34,11 +39,12 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Tensor> {
             value,
             dtype,
         } => Ok(Tensor::full(shape, *value, *dtype)),
-        Op::FullLike { value, dtype } => Ok(Tensor::full(
+        Op::FullLike { value, dtype } => Tensor::full_on(
             x().shape(),
             *value,
             dtype.unwrap_or(x().dtype()),
-        )),
+            x().device(),
+        ),
         Op::Random { dist, seed } => random(x(), *dist, *seed),
         Op::DimSize { axes, dtype } => {
             let mut n = 1usize;
@@ -49,10 +55,10 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Tensor> {
                     rank: x().rank(),
                 })?;
             }
-            Ok(Tensor::full(&[], n as f64, *dtype))
+            Tensor::full_on(&[], n as f64, *dtype, x().device())
         }
         Op::Unary(u) => x().unary(*u),
-        Op::Binary(b) => x().binary(*b, inputs[1]),
+        Op::Binary(b) => binary(*b, x(), inputs[1]),
         Op::Scalar {
             op,
             value,
@@ -144,17 +150,33 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Tensor> {
     }
 }
 
-/// Random values shaped like `like` (its dtype) from the stream of `seed`.
+/// `a op b`, where a 0-d CPU operand of the other operand's dtype combines with a tensor on
+/// another device as a scalar (PyTorch's rule); any other device mix is the kernel's error.
+fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.device() != b.device() && a.dtype() == b.dtype() {
+        if b.rank() == 0 && b.device() == Device::Cpu {
+            return a.scalar_op(op, b.item()?, false);
+        }
+        if a.rank() == 0 && a.device() == Device::Cpu {
+            return b.scalar_op(op, a.item()?, true);
+        }
+    }
+    a.binary(op, b)
+}
+
+/// Random values shaped like `like` (its dtype) from the stream of `seed`, on `like`'s device.
+/// The values are drawn on the host (the same stream on every device) and copied.
 pub fn random(like: &Tensor, dist: Distribution, seed: u64) -> Result<Tensor> {
     let mut rng = Rng::new(seed);
     let (shape, dtype) = (like.shape(), like.dtype());
-    match dist {
+    let host = match dist {
         Distribution::Uniform { low, high } => {
             Tensor::rand_uniform(shape, low, high, dtype, &mut rng)
         }
         Distribution::Normal { mean, std } => Tensor::randn(shape, mean, std, dtype, &mut rng),
         Distribution::Bernoulli { p } => Tensor::bernoulli(shape, p, dtype, &mut rng),
-    }
+    }?;
+    host.to_device(like.device())
 }
 
 /// An [`Emit`] that runs every op at once on plain tensors, with no autograd. Gradient rules

@@ -39,7 +39,9 @@ pub fn calculate_gain(nonlinearity: &str, param: f64) -> Result<f64> {
 }
 
 fn fill(t: &Tensor, f: impl FnOnce(&[usize], tandem_tensor::DType) -> Result<Value>) -> Result<()> {
-    let v = f(&t.dims(), t.dtype())?;
+    // Values are drawn on the host (the same numbers on every device) and copied to the
+    // tensor's device.
+    let v = f(&t.dims(), t.dtype())?.to_device(t.device())?;
     t.set_value(v)
 }
 

@@ -4,7 +4,7 @@
 use crate::tensor::{Tensor, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use tandem_tensor::{Error, Result};
+use tandem_tensor::{Device, Error, Result};
 
 fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
@@ -171,11 +171,71 @@ pub trait Module: Send + Sync {
                 ));
             }
         }
+        let mut owned = Vec::with_capacity(plan.len());
         for (t, v) in plan {
-            // Own the new value so that later in-place updates never write into the caller's.
-            t.set_value(v.copy()?)?;
+            // Own the new value (so that later in-place updates never write into the caller's),
+            // on the device the model lives on.
+            let dev = t.device();
+            let v = if v.device() == dev {
+                v.copy()?
+            } else {
+                v.to_device(dev)?
+            };
+            owned.push((t, v));
+        }
+        for (t, v) in owned {
+            t.set_value(v)?;
         }
         Ok(())
+    }
+
+    /// Moves every parameter and buffer (and any accumulated gradient) to `device`, like
+    /// PyTorch's `model.to(device)`. The tensors stay the same tensors: names, leaf status and
+    /// `requires_grad` are kept, and an optimizer built over the parameters before the move
+    /// keeps working (its state follows the parameters at the next step). Everything is copied
+    /// first; on error nothing is changed.
+    ///
+    /// ```
+    /// use tandem_eager::nn::{Linear, Module};
+    /// use tandem_eager::Device;
+    /// let mut fc = Linear::new(4, 2, true)?;
+    /// fc.to_device(Device::Cpu)?; // `Device::Cuda(0)` with the `cuda` feature and a GPU
+    /// assert!(fc.parameters().iter().all(|p| p.device() == Device::Cpu && p.requires_grad()));
+    /// # Ok::<(), tandem_eager::Error>(())
+    /// ```
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        let mut all = Vec::new();
+        collect(&*self, "", &mut all, true);
+        let mut moved = Vec::with_capacity(all.len());
+        for (name, t) in all {
+            if t.device() == device {
+                continue;
+            }
+            let v = t
+                .value()
+                .to_device(device)
+                .map_err(|e| e.context(format!("moving `{name}`")))?;
+            let g = match t.grad() {
+                Some(g) => Some(crate::Tensor::from_value(g.value().to_device(device)?)),
+                None => None,
+            };
+            moved.push((t, v, g));
+        }
+        for (t, v, g) in moved {
+            t.update_value(|cur| {
+                *cur = v;
+                Ok(())
+            })?;
+            t.set_grad(g)?;
+        }
+        Ok(())
+    }
+
+    /// The device of the first parameter or buffer (`None` for a module without any).
+    fn device(&self) -> Option<Device> {
+        let mut all = Vec::new();
+        collect(self, "", &mut all, true);
+        all.first().map(|(_, t)| t.device())
     }
 
     /// Saves the state dict as a safetensors file (PyTorch's names and layouts).

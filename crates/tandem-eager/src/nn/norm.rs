@@ -76,8 +76,11 @@ impl Module for BatchNorm {
             self.eps,
         )?;
         if training {
-            let n = self.num_batches_tracked.item()? as i64;
-            self.num_batches_tracked.set_value(Value::scalar(n + 1))?;
+            // Counted on the counter's device (no host round trip for a model on a GPU).
+            self.num_batches_tracked.update_value(|n| {
+                *n = n.scalar_op(tandem_tensor::BinaryOp::Add, 1.0, false)?;
+                Ok(())
+            })?;
         }
         Ok(y)
     }

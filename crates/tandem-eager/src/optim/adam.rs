@@ -62,8 +62,8 @@ impl super::Optimizer for Adam {
                 weight_decay: g.weight_decay,
                 ..base
             };
-            let mut m = take_or_zeros(st, 0, grad);
-            let mut v = take_or_zeros(st, 1, grad);
+            let mut m = take_or_zeros(st, 0, grad)?;
+            let mut v = take_or_zeros(st, 1, grad)?;
             let t = st.step + 1;
             let r = p.update_value(|pv| adam_step(pv, grad, &mut m, &mut v, t, &c));
             put(st, 0, m);

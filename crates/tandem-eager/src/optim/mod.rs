@@ -279,12 +279,14 @@ pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
     Ok(total)
 }
 
-/// Takes buffer `i` of a state, or a zero buffer shaped like `like`.
-pub(crate) fn take_or_zeros(st: &mut ParamState, i: usize, like: &Value) -> Value {
-    st.bufs
-        .get_mut(i)
-        .and_then(Option::take)
-        .unwrap_or_else(|| Value::zeros(like.shape(), like.dtype()))
+/// Takes buffer `i` of a state, or a zero buffer shaped like `like`, on `like`'s device (a
+/// buffer left on another device, e.g. after `Module::to_device`, is moved there).
+pub(crate) fn take_or_zeros(st: &mut ParamState, i: usize, like: &Value) -> Result<Value> {
+    match st.bufs.get_mut(i).and_then(Option::take) {
+        Some(b) if b.device() == like.device() => Ok(b),
+        Some(b) => b.to_device(like.device()),
+        None => Value::zeros_on(like.shape(), like.dtype(), like.device()),
+    }
 }
 
 /// Puts buffer `i` back.

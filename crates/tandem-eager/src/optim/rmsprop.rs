@@ -39,9 +39,11 @@ impl super::Optimizer for RmsProp {
                 weight_decay: g.weight_decay,
                 ..base
             };
-            let mut sq = take_or_zeros(st, 0, grad);
-            let mut mb = (c.momentum != 0.0).then(|| take_or_zeros(st, 1, grad));
-            let mut ga = c.centered.then(|| take_or_zeros(st, 2, grad));
+            let mut sq = take_or_zeros(st, 0, grad)?;
+            let mut mb = (c.momentum != 0.0)
+                .then(|| take_or_zeros(st, 1, grad))
+                .transpose()?;
+            let mut ga = c.centered.then(|| take_or_zeros(st, 2, grad)).transpose()?;
             let r =
                 p.update_value(|pv| rmsprop_step(pv, grad, &mut sq, mb.as_mut(), ga.as_mut(), &c));
             put(st, 0, sq);

@@ -42,7 +42,7 @@ impl super::Optimizer for Sgd {
                 p.update_value(|pv| sgd_step(pv, grad, None, true, &c))?;
             } else {
                 let first = st.bufs.first().is_none_or(Option::is_none);
-                let mut b = super::take_or_zeros(st, 0, grad);
+                let mut b = super::take_or_zeros(st, 0, grad)?;
                 let r = p.update_value(|pv| sgd_step(pv, grad, Some(&mut b), first, &c));
                 if r.is_ok() || !first {
                     super::put(st, 0, b);
