@@ -1,8 +1,8 @@
-//! The seed's MLP trained on MNIST through tandem-data's DataLoader: test accuracy must reach
-//! 95%. One epoch of this exact setup (pixels / 255, no normalization, Adam 1e-3, batch 64)
-//! ends at 94.2-94.7% (seeds 0-2), where PyTorch lands too, so the test trains two epochs
-//! (96.3% with seed 0). Needs the IDX files: `MNIST_DIR=... cargo test -p tandem-eager --release --
-//! --include-ignored`.
+//! The seed's MLP trained on MNIST through tandem-data's DataLoader for ONE epoch (Adam 1e-3,
+//! batch 64): test accuracy must reach 95%. Inputs are normalized with MNIST's mean 0.1307 and
+//! standard deviation 0.3081 (as the mnist example does); without it one epoch ends at
+//! 94.2-94.7%, where PyTorch lands too. `MNIST_SEED` picks the seed (default 0). Needs the IDX
+//! files: `MNIST_DIR=... cargo test -p tandem-eager --release --test mnist -- --include-ignored`.
 
 use std::sync::Arc;
 use tandem_data::{mnist, DataLoader, Dataset};
@@ -25,10 +25,19 @@ impl Module for SimpleNet {
     }
 }
 
+/// `(x - mean) / std` with MNIST's pixel statistics.
+fn normalize(x: &Tensor) -> Tensor {
+    x.sub_scalar(0.1307).unwrap().div_scalar(0.3081).unwrap()
+}
+
 #[test]
 #[ignore = "needs MNIST: set MNIST_DIR"]
-fn two_epochs_of_the_mlp_reach_95_percent() {
-    manual_seed(0);
+fn one_epoch_of_the_mlp_reaches_95_percent() {
+    let seed = std::env::var("MNIST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0u64);
+    manual_seed(seed);
     let data = mnist::Mnist::load(None).expect("MNIST (set MNIST_DIR)");
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, mnist::Transform::Flat));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, mnist::Transform::Flat));
@@ -37,10 +46,10 @@ fn two_epochs_of_the_mlp_reach_95_percent() {
         fc2: Linear::new(128, 10, true).unwrap(),
     };
     let mut opt = Adam::new(net.parameters(), AdamConfig::default());
-    let loader = DataLoader::new(train, 64).shuffle(0);
-    for batch in loader.epoch(0).chain(loader.epoch(1)) {
+    let loader = DataLoader::new(train, 64).shuffle(seed);
+    for batch in loader.epoch(0) {
         let b = batch.unwrap();
-        let x = Tensor::from_value(b[0].clone());
+        let x = normalize(&Tensor::from_value(b[0].clone()));
         let y = Tensor::from_value(b[1].clone());
         opt.zero_grad();
         let loss = F::cross_entropy(&net.forward(&x).unwrap(), &y).unwrap();
@@ -51,12 +60,13 @@ fn two_epochs_of_the_mlp_reach_95_percent() {
     let mut hits = 0.0;
     for batch in DataLoader::new(test.clone(), 1000).epoch(0) {
         let b = batch.unwrap();
-        let x = Tensor::from_value(b[0].clone());
+        let x = normalize(&Tensor::from_value(b[0].clone()));
         let y = Tensor::from_value(b[1].clone());
         let pred = net.forward(&x).unwrap().argmax(1, false).unwrap();
         let h = pred.eq(&y).unwrap().to_dtype(DType::F64).unwrap();
         hits += h.sum_all().unwrap().item().unwrap();
     }
     let acc = hits / test.len() as f64;
-    assert!(acc >= 0.95, "test accuracy {acc}");
+    eprintln!("seed {seed}: test accuracy after one epoch {acc:.4}");
+    assert!(acc >= 0.95, "test accuracy {acc} (seed {seed})");
 }

@@ -257,6 +257,164 @@ impl<H: HalfFloat> Mapper2<f32> for Staged2<'_, H> {
     }
 }
 
+/// Two contiguous operands of the same length: one flat loop, no [`StridedPlan`].
+struct Flat2<'a, T> {
+    a: &'a [T],
+    b: &'a [T],
+}
+
+/// `out[i] = f(a[i], b[i])` for equal-length slices, vectorized, in parallel when large.
+#[inline(always)]
+fn flat2<T: Copy + Sync, O: Element>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> O + Sync + Copy,
+) -> Vec<O> {
+    let n = a.len().min(b.len());
+    let mut out = output_vec::<O>(n);
+    run_parallel(&mut out, |chunk, start| {
+        dispatch(
+            #[inline(always)]
+            || {
+                let end = start + chunk.len();
+                for ((d, &x), &y) in chunk.iter_mut().zip(&a[start..end]).zip(&b[start..end]) {
+                    *d = f(x, y);
+                }
+            },
+        )
+    });
+    out
+}
+
+impl<T: Element> Mapper2<T> for Flat2<'_, T> {
+    fn arith(&self, f: impl Fn(T, T) -> T + Sync + Copy) -> CpuStorage {
+        T::into_cpu_storage(flat2(self.a, self.b, f))
+    }
+    fn compare(&self, f: impl Fn(T, T) -> bool + Sync + Copy) -> CpuStorage {
+        CpuStorage::Bool(flat2(self.a, self.b, f))
+    }
+}
+
+/// A contiguous operand and a scalar (`a op s`, or `s op a` when `left`).
+struct FlatScalar<'a, T> {
+    a: &'a [T],
+    s: T,
+    left: bool,
+}
+
+/// `out[i] = f(a[i], s)` (or `f(s, a[i])`), vectorized, in parallel when large.
+#[inline(always)]
+fn flat_scalar<T: Copy + Sync, O: Element>(
+    a: &[T],
+    s: T,
+    left: bool,
+    f: impl Fn(T, T) -> O + Sync + Copy,
+) -> Vec<O> {
+    let mut out = output_vec::<O>(a.len());
+    run_parallel(&mut out, |chunk, start| {
+        dispatch(
+            #[inline(always)]
+            || {
+                let src = &a[start..start + chunk.len()];
+                if left {
+                    for (d, &x) in chunk.iter_mut().zip(src) {
+                        *d = f(s, x);
+                    }
+                } else {
+                    for (d, &x) in chunk.iter_mut().zip(src) {
+                        *d = f(x, s);
+                    }
+                }
+            },
+        )
+    });
+    out
+}
+
+impl<T: Element> Mapper2<T> for FlatScalar<'_, T> {
+    fn arith(&self, f: impl Fn(T, T) -> T + Sync + Copy) -> CpuStorage {
+        T::into_cpu_storage(flat_scalar(self.a, self.s, self.left, f))
+    }
+    fn compare(&self, f: impl Fn(T, T) -> bool + Sync + Copy) -> CpuStorage {
+        CpuStorage::Bool(flat_scalar(self.a, self.s, self.left, f))
+    }
+}
+
+/// The `n` elements of `s` from `offset` as a slice of `T`, when `s` holds `T`.
+fn window<T: Element>(s: &CpuStorage, offset: usize, n: usize) -> Option<&[T]> {
+    T::cpu_slice(s)?.get(offset..offset.checked_add(n)?)
+}
+
+/// The fast path of [`binary`] for two contiguous operands of the same shape (`n` elements
+/// from offsets `oa` and `ob`): one flat loop. `None` for the dtypes and ops it does not
+/// cover (half types, bool, logical ops), which take the general path.
+pub(crate) fn binary_flat(
+    op: BinaryOp,
+    a: &CpuStorage,
+    oa: usize,
+    b: &CpuStorage,
+    ob: usize,
+    n: usize,
+) -> Option<CpuStorage> {
+    fn go<T: Arith>(
+        op: BinaryOp,
+        a: &CpuStorage,
+        oa: usize,
+        b: &CpuStorage,
+        ob: usize,
+        n: usize,
+    ) -> Option<CpuStorage> {
+        let (a, b) = (window::<T>(a, oa, n)?, window::<T>(b, ob, n)?);
+        numeric_binary(op, Flat2 { a, b })
+    }
+    match a {
+        CpuStorage::F32(_) => go::<f32>(op, a, oa, b, ob, n),
+        CpuStorage::F64(_) => go::<f64>(op, a, oa, b, ob, n),
+        CpuStorage::I64(_) => go::<i64>(op, a, oa, b, ob, n),
+        CpuStorage::I32(_) => go::<i32>(op, a, oa, b, ob, n),
+        CpuStorage::U8(_) => go::<u8>(op, a, oa, b, ob, n),
+        _ => None,
+    }
+}
+
+/// The fast path of a tensor-scalar op on a contiguous operand (`n` elements of `a` from
+/// `offset`); `value` is converted to the element type. `None` where [`binary_flat`] is.
+pub(crate) fn scalar_flat(
+    op: BinaryOp,
+    a: &CpuStorage,
+    offset: usize,
+    n: usize,
+    value: f64,
+    left: bool,
+) -> Option<CpuStorage> {
+    fn go<T: Arith>(
+        op: BinaryOp,
+        a: &CpuStorage,
+        o: usize,
+        n: usize,
+        v: f64,
+        left: bool,
+    ) -> Option<CpuStorage> {
+        let a = window::<T>(a, o, n)?;
+        numeric_binary(
+            op,
+            FlatScalar {
+                a,
+                s: T::from_f64(v),
+                left,
+            },
+        )
+    }
+    match a {
+        CpuStorage::F32(_) => go::<f32>(op, a, offset, n, value, left),
+        CpuStorage::F64(_) => go::<f64>(op, a, offset, n, value, left),
+        CpuStorage::I64(_) => go::<i64>(op, a, offset, n, value, left),
+        CpuStorage::I32(_) => go::<i32>(op, a, offset, n, value, left),
+        CpuStorage::U8(_) => go::<u8>(op, a, offset, n, value, left),
+        _ => None,
+    }
+}
+
 fn numeric_binary<T: Arith, M: Mapper2<T>>(op: BinaryOp, m: M) -> Option<CpuStorage> {
     Some(match op {
         BinaryOp::Add => m.arith(|x: T, y: T| x.add(y)),
@@ -690,6 +848,51 @@ mod tests {
                 let want: Vec<f64> = (0..cs.len()).map(|i| if cs[i] { ts[i] } else { fs[i] }).collect();
                 prop_assert_eq!(got.dtype(), dtype);
                 prop_assert_eq!(got.to_f64_vec().unwrap(), want);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn flat_fast_paths_equal_the_general_path(
+            shape in arb_shape(), offset in any::<bool>(), v in -4.0f64..4.0, seed in any::<u64>()
+        ) {
+            let view = if offset { View::Offset } else { View::Contiguous };
+            for dtype in [DType::F32, DType::F64, DType::I64, DType::I32, DType::U8] {
+                let lo = if dtype == DType::U8 { 0.0 } else { -9.0 };
+                let x = make(&shape, view, dtype, seed, lo, 9.0);
+                let y = make(&shape, View::Offset, dtype, seed ^ 7, 1.0, 9.0);
+                let (a, la) = x.cpu("t").unwrap();
+                let (b, lb) = y.cpu("t").unwrap();
+                let n = la.numel();
+                let v = if dtype.is_float() { v } else { v.round().abs() };
+                for op in BinaryOp::ALL.into_iter().filter(|op| !op.is_logical()) {
+                    let general = super::binary(op, a, la, b, lb).unwrap();
+                    let fast = super::binary_flat(op, a, la.offset(), b, lb.offset(), n).unwrap();
+                    let fast = Tensor::from_cpu_storage(fast, &shape).unwrap().to_f64_vec().unwrap();
+                    let general = Tensor::from_cpu_storage(general, &shape).unwrap().to_f64_vec().unwrap();
+                    for (f, g) in fast.iter().zip(&general) {
+                        prop_assert!(f == g || (f.is_nan() && g.is_nan()), "{:?} {}: {} vs {}", dtype, op.name(), f, g);
+                    }
+                    for left in [false, true] {
+                        let s = Tensor::full(&[], v, dtype);
+                        let (c, lc) = s.cpu("t").unwrap();
+                        let lc = lc.broadcast_to(&shape).unwrap();
+                        let general = if left {
+                            super::binary(op, c, &lc, a, la)
+                        } else {
+                            super::binary(op, a, la, c, &lc)
+                        }
+                        .unwrap();
+                        let fast = super::scalar_flat(op, a, la.offset(), n, v, left).unwrap();
+                        let fast = Tensor::from_cpu_storage(fast, &shape).unwrap().to_f64_vec().unwrap();
+                        let general = Tensor::from_cpu_storage(general, &shape).unwrap().to_f64_vec().unwrap();
+                        for (f, g) in fast.iter().zip(&general) {
+                            prop_assert!(f == g || (f.is_nan() && g.is_nan()), "{:?} {} {}: {} vs {}", dtype, op.name(), left, f, g);
+                        }
+                    }
+                }
             }
         }
     }

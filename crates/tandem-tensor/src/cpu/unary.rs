@@ -14,6 +14,12 @@ pub(crate) fn map1<T: Copy + Sync, O: Element>(
     layout: &Layout,
     f: impl Fn(T) -> O + Sync + Copy,
 ) -> Vec<O> {
+    if layout.is_contiguous() {
+        let (o, n) = (layout.offset(), layout.numel());
+        if let Some(src) = src.get(o..o + n) {
+            return map1_flat(src, f);
+        }
+    }
     let plan = StridedPlan::new(layout.shape(), [layout]);
     let mut out = output_vec::<O>(plan.numel());
     let [stride] = plan.inner_strides();
@@ -38,6 +44,23 @@ pub(crate) fn map1<T: Copy + Sync, O: Element>(
                         }
                     },
                 )
+            },
+        )
+    });
+    out
+}
+
+/// [`map1`] over a contiguous slice: one flat loop, no [`StridedPlan`].
+fn map1_flat<T: Copy + Sync, O: Element>(src: &[T], f: impl Fn(T) -> O + Sync + Copy) -> Vec<O> {
+    let mut out = output_vec::<O>(src.len());
+    run_parallel(&mut out, |chunk, start| {
+        dispatch(
+            #[inline(always)]
+            || {
+                let end = start + chunk.len();
+                for (d, &x) in chunk.iter_mut().zip(&src[start..end]) {
+                    *d = f(x);
+                }
             },
         )
     });

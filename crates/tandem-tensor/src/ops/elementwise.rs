@@ -2,8 +2,8 @@
 //! broadcasting (also in place and with a scalar), and `where`.
 
 use crate::cpu::{binary as kernels, unary as unary_kernels};
-use crate::layout::broadcast_shapes;
-use crate::{BinaryOp, DType, Error, Result, Tensor, UnaryOp};
+use crate::layout::{broadcast_shapes, Shape};
+use crate::{BinaryOp, DType, Device, Error, Result, Tensor, UnaryOp};
 
 /// Both operands of a binary op must have the same dtype (Tandem does not promote).
 fn check_same_dtype(op: &'static str, lhs: &Tensor, rhs: &Tensor) -> Result<()> {
@@ -60,10 +60,22 @@ impl Tensor {
         if self.device().is_cuda() || rhs.device().is_cuda() {
             return crate::cuda::binary(self, op, rhs);
         }
-        let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
+        let same = self.shape() == rhs.shape();
+        let shape = if same {
+            Shape::from_slice(self.shape())
+        } else {
+            broadcast_shapes(name, self.shape(), rhs.shape())?
+        };
         let (a, la) = self.cpu(name)?;
         let (b, lb) = rhs.cpu(name)?;
-        if op == BinaryOp::Pow && self.dtype().is_int() && kernels::any_negative(b, lb) {
+        let int_pow = op == BinaryOp::Pow && self.dtype().is_int();
+        if same && !int_pow && la.is_contiguous() && lb.is_contiguous() {
+            let n = la.numel();
+            if let Some(out) = kernels::binary_flat(op, a, la.offset(), b, lb.offset(), n) {
+                return Tensor::from_cpu_storage(out, &shape);
+            }
+        }
+        if int_pow && kernels::any_negative(b, lb) {
             return Err(Error::invalid(
                 name,
                 format!(
@@ -99,6 +111,14 @@ impl Tensor {
             };
             if let Some(u) = shortcut {
                 return self.unary(u);
+            }
+        }
+        let int_pow = op == BinaryOp::Pow && self.dtype().is_int();
+        if !int_pow && self.device() == Device::Cpu && self.is_contiguous() {
+            let (a, la) = self.cpu(op.name())?;
+            let out = kernels::scalar_flat(op, a, la.offset(), la.numel(), value, scalar_on_left);
+            if let Some(out) = out {
+                return Tensor::from_cpu_storage(out, self.shape());
             }
         }
         let scalar = Tensor::full_on(&[], value, self.dtype(), self.device())?;

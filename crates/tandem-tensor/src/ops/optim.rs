@@ -189,19 +189,18 @@ pub fn adam_step(
             dispatch(
                 #[inline(always)]
                 || {
-                    for i in 0..p.len() {
-                        let mut gi = g[i];
-                        if l2 {
-                            gi += wd * p[i];
-                        }
+                    // Zipped iterators (no indexing) so that the loop vectorizes.
+                    let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+                    for (((p, &g), m), v) in it {
+                        let gi = if l2 { g + wd * *p } else { g };
                         if decoupled {
-                            p[i] *= decay;
+                            *p *= decay;
                         }
-                        let mi = m[i] + (1.0 - b1) * (gi - m[i]);
-                        let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                        m[i] = mi;
-                        v[i] = vi;
-                        p[i] -= step_size * mi / (vi.sqrt() / bc2s + eps);
+                        let mi = *m + (1.0 - b1) * (gi - *m);
+                        let vi = b2 * *v + (1.0 - b2) * gi * gi;
+                        *m = mi;
+                        *v = vi;
+                        *p -= step_size * mi / (vi.sqrt() / bc2s + eps);
                     }
                 },
             )
@@ -261,16 +260,16 @@ pub fn sgd_step(
                 dispatch(
                     #[inline(always)]
                     || {
-                        for i in 0..ps.len() {
-                            let d = gs[i] + wd * ps[i];
-                            let b = if first_step {
+                        for ((p, &g), b) in ps.iter_mut().zip(gs).zip(bs.iter_mut()) {
+                            let d = g + wd * *p;
+                            let nb = if first_step {
                                 d
                             } else {
-                                mom * bs[i] + (1.0 - damp) * d
+                                mom * *b + (1.0 - damp) * d
                             };
-                            bs[i] = b;
-                            let step = if nesterov { d + mom * b } else { b };
-                            ps[i] -= lr * step;
+                            *b = nb;
+                            let step = if nesterov { d + mom * nb } else { nb };
+                            *p -= lr * step;
                         }
                     },
                 );
@@ -278,8 +277,8 @@ pub fn sgd_step(
             _ => dispatch(
                 #[inline(always)]
                 || {
-                    for i in 0..ps.len() {
-                        ps[i] -= lr * (gs[i] + wd * ps[i]);
+                    for (p, &g) in ps.iter_mut().zip(gs) {
+                        *p -= lr * (g + wd * *p);
                     }
                 },
             ),
