@@ -27,7 +27,7 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])' \
     | while read -r name exe; do cp "$exe" "$stage/$pkg-$name"; done
 }
-build_tests tandem-tensor cuda_basics cuda_reduce_optim cuda_index cuda_conv_pool
+build_tests tandem-tensor cuda_basics cuda_reduce_optim cuda_index cuda_conv_pool cuda_allocator
 build_tests tandem-eager cuda cuda_parity
 build_tests tandem-graph cuda
 

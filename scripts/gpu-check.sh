@@ -40,10 +40,18 @@ if [ -z "$bins" ]; then
   bins="$out/bins" && mkdir -p "$bins" && tar -xJf "$out/build/bins.tar.xz" -C "$bins"
 fi
 
+# Every step gets its own limit, cut to what is left of the whole budget (GPU_CHECK_BUDGET
+# seconds, default 420), so a hang in one step still leaves a report of the others.
+budget="${GPU_CHECK_BUDGET:-420}"
+limit() { # wanted seconds -> min(wanted, seconds left of the budget), at least 1
+  local left=$((budget - SECONDS))
+  [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"
+}
+
 status=0
 for t in "$bins"/tandem-*; do
   name=$(basename "$t")
-  timeout 240 "$t" --test-threads=2 >"$out/$name.log" 2>&1
+  timeout "$(limit 120)" "$t" --test-threads=2 >"$out/$name.log" 2>&1
   rc=$?
   [ $rc -ne 0 ] && status=1
   echo "== $name rc=$rc: $(grep -E '^test result' "$out/$name.log" | tail -1)"
@@ -52,16 +60,40 @@ done
 
 if [ -n "${MNIST_DIR:-}" ] && [ -x "$bins/mnist" ]; then
   for mode in eager graph mixed; do
-    timeout 120 "$bins/mnist" --device cuda --mode "$mode" --epochs 1 >"$out/mnist-$mode.log" 2>&1
+    timeout "$(limit 90)" "$bins/mnist" --device cuda --mode "$mode" --epochs 1 >"$out/mnist-$mode.log" 2>&1
     echo "== mnist $mode rc=$?: $(tail -1 "$out/mnist-$mode.log")"
   done
 fi
 
 if [ -x "$bins/gpu_bench" ]; then
-  timeout 120 "$bins/gpu_bench" >"$out/tandem_bench.tsv" 2>"$out/tandem_bench.err"
-  timeout 120 python3 benches/python/gpu_torch.py >"$out/torch_bench.tsv" 2>"$out/torch_bench.err"
-  echo "== benchmark (median ms): name, tandem, pytorch"
-  join -t $'\t' <(sort "$out/tandem_bench.tsv") <(sort "$out/torch_bench.tsv") | column -t -s $'\t'
+  timeout "$(limit 150)" "$bins/gpu_bench" >"$out/tandem_bench.tsv" 2>"$out/tandem_bench.err"
+  echo "== gpu_bench rc=$?"
+  timeout "$(limit 120)" python3 benches/python/gpu_torch.py >"$out/torch_bench.tsv" 2>"$out/torch_bench.err"
+  echo "== gpu_torch rc=$?"
+  # One row per workload: Tandem eager, Tandem graph, PyTorch eager (median ms, extra).
+  python3 - "$out/tandem_bench.tsv" "$out/torch_bench.tsv" <<'PY'
+import sys
+rows = {}
+def read(path, default_col):
+    try:
+        lines = open(path).read().split("\n")
+    except OSError:
+        return
+    for line in lines:
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        name, col = (parts[0].split("/") + [default_col])[:2]
+        cell = parts[1] + (" (" + parts[2] + ")" if len(parts) > 2 and parts[2] else "")
+        rows.setdefault(name, {})[col] = cell
+read(sys.argv[1], "tandem")
+read(sys.argv[2], "pytorch")
+cols = ["tandem", "eager", "graph", "pytorch"]
+print("| workload | " + " | ".join(cols) + " |")
+print("|---" * (len(cols) + 1) + "|")
+for name, r in rows.items():
+    print("| " + name + " | " + " | ".join(r.get(c, "") for c in cols) + " |")
+PY
 fi
 echo "logs in $out"
 exit $status

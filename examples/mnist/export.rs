@@ -35,7 +35,9 @@ pub fn deployed_forward(
 /// the model's parameters).
 pub fn trace_deployed(model: &dyn Module, kind: ModelKind, normalize: bool) -> Result<Traced> {
     model.eval();
-    let example = Tensor::zeros(&[2, 784], DType::F32);
+    // The example input lives where the model does (a GPU-trained model traces on the GPU).
+    let device = model.device().unwrap_or(tandem::eager::Device::Cpu);
+    let example = Tensor::zeros(&[2, 784], DType::F32).to_device(device)?;
     let options = TraceOptions {
         input_names: vec!["input".into()],
         ..TraceOptions::for_module(model)

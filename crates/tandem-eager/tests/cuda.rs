@@ -10,6 +10,7 @@ use tandem_eager::nn::functional as F;
 use tandem_eager::nn::{BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential};
 use tandem_eager::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
 use tandem_eager::{manual_seed, DType, Device, Tensor};
+use tandem_tensor::Conv2dParams;
 
 const GPU: Device = Device::Cuda(0);
 
@@ -30,7 +31,21 @@ fn mlp() -> Sequential {
 
 fn cnn() -> Sequential {
     Sequential::new()
-        .add(Conv2d::new(1, 4, 3).unwrap().padding(1))
+        // No conv bias before BatchNorm (as in PyTorch models): its true gradient is zero, so
+        // Adam would turn each device's rounding noise into full-size, diverging steps.
+        .add(
+            Conv2d::with_params(
+                1,
+                4,
+                [3, 3],
+                Conv2dParams {
+                    padding: [1, 1],
+                    ..Conv2dParams::default()
+                },
+                false,
+            )
+            .unwrap(),
+        )
         .add(BatchNorm::new_2d(4))
         .add(ReLU)
         .add(MaxPool2d::new(2))

@@ -5,7 +5,7 @@
 //! effects (assign, optimizer updates, initializers) except to prune them when nothing needs
 //! them, never fold or merge random ops, and never fold variables or feeds.
 
-use crate::plan::{PlanGraph, PlanOp};
+use crate::plan::{PlanGraph, PlanNode, PlanOp};
 use std::collections::HashMap;
 use tandem_ir::{eval, Op};
 use tandem_tensor::{BinaryOp, Result, Tensor};
@@ -27,6 +27,7 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
         Box::new(ConstantFolding),
         Box::new(AlgebraicSimplification),
         Box::new(CommonSubexpressionElimination),
+        Box::new(TransposedProduct),
         Box::new(crate::fusion::MatMulBiasFusion),
         Box::new(crate::fusion::ElementwiseFusion),
     ]
@@ -312,6 +313,79 @@ impl Pass for AlgebraicSimplification {
                 }
                 None => {}
             }
+        }
+        Ok(changed)
+    }
+}
+
+/// `permute([1, 0])(matmul(a, b))` of 2-D operands becomes `matmul(b^T, a^T)` with the
+/// transposes as views: the product is written in the layout its consumer wants, instead of
+/// being computed and then copied transposed. Weight gradients of `linear` (`(x^T g)^T`) take
+/// this form, and the rewritten `x^T^T` folds away in algebraic simplification.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TransposedProduct;
+
+impl Pass for TransposedProduct {
+    fn name(&self) -> &str {
+        "transposed_product"
+    }
+
+    fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
+        let mut uses = vec![0usize; plan.nodes.len()];
+        for id in plan.live() {
+            if let Some(n) = plan.node(id) {
+                for &i in n.inputs.iter().chain(&n.control) {
+                    uses[i] += 1;
+                }
+            }
+        }
+        for &o in &plan.outputs {
+            uses[o] += 1;
+        }
+        let mut changed = false;
+        for id in plan.live() {
+            let Some(node) = plan.node(id) else { continue };
+            let is_transpose = matches!(&node.op, PlanOp::Op(Op::Permute(p)) if p[..] == [1, 0]);
+            if !is_transpose || !node.control.is_empty() {
+                continue;
+            }
+            let Some(&m) = node.inputs.first() else {
+                continue;
+            };
+            let Some(mm) = plan.node(m) else { continue };
+            let two_d = |x: usize| plan.node(x).is_some_and(|n| n.info.shape.len() == 2);
+            if !matches!(mm.op, PlanOp::Op(Op::MatMul))
+                || uses[m] != 1
+                || !mm.control.is_empty()
+                || mm.inputs.len() != 2
+                || !mm.inputs.iter().all(|&x| two_d(x))
+            {
+                continue;
+            }
+            let (a, b) = (mm.inputs[0], mm.inputs[1]);
+            let transposed = |plan: &mut PlanGraph, x: usize| -> Option<usize> {
+                let n = plan.node(x)?;
+                let mut info = n.info.clone();
+                info.shape.swap(0, 1);
+                let name = format!("{}/transposed", n.name);
+                Some(plan.add(PlanNode {
+                    name,
+                    op: PlanOp::Op(Op::Permute(vec![1, 0])),
+                    inputs: vec![x],
+                    control: Vec::new(),
+                    info,
+                }))
+            };
+            let (Some(bt), Some(at)) = (transposed(plan, b), transposed(plan, a)) else {
+                continue;
+            };
+            if let Some(Some(n)) = plan.nodes.get_mut(id) {
+                n.op = PlanOp::Op(Op::MatMul);
+                n.inputs = vec![bt, at];
+            }
+            plan.remove(m);
+            uses.resize(plan.nodes.len(), 1);
+            changed = true;
         }
         Ok(changed)
     }

@@ -8,7 +8,7 @@
 
 use crate::cpu::index as kernels;
 use crate::layout::{broadcast_shapes, numel, Layout, Shape, Strides};
-use crate::{CpuStorage, DType, Element, Error, Result, Tensor};
+use crate::{BinaryOp, CpuStorage, DType, Element, Error, ReduceOp, Result, Tensor};
 
 /// Reads an index tensor (int64 or int32, any layout) in row-major order, checking every value
 /// against `size`, the dimension it indexes.
@@ -363,6 +363,9 @@ impl Tensor {
                 T::from_f64(off),
             ))
         }
+        if self.device() != crate::Device::Cpu {
+            return self.one_hot_on_device(depth, on, off, dtype);
+        }
         let idx = index_values("one_hot", self, depth)?;
         let mut shape = Shape::from_slice(self.shape());
         shape.push(depth);
@@ -370,6 +373,47 @@ impl Tensor {
         let witness = CpuStorage::zeros(dtype, 0);
         let out = crate::match_cpu_storage!(&witness, w => build(w, &idx, depth, on, off));
         Tensor::from_cpu_storage(out, &shape)
+    }
+}
+
+impl Tensor {
+    /// `one_hot` on a device other than the CPU, from ops every backend has: the range check
+    /// reads the smallest and largest index back (one synchronization, as PyTorch does), then
+    /// `index == [0, 1, ..., depth-1]` broadcast over a new last axis selects `on` or `off`.
+    fn one_hot_on_device(&self, depth: usize, on: f64, off: f64, dtype: DType) -> Result<Tensor> {
+        let op = "one_hot";
+        if !matches!(self.dtype(), DType::I64 | DType::I32) {
+            return Err(Error::DTypeMismatch {
+                op,
+                expected: "an index dtype (int64 or int32)".into(),
+                got: self.dtype(),
+            });
+        }
+        let mut shape = Shape::from_slice(self.shape());
+        shape.push(depth);
+        super::shape_ops::checked_numel(op, &shape)?;
+        let device = self.device();
+        if self.numel() > 0 {
+            let axes: Vec<usize> = (0..self.rank()).collect();
+            let lo = self.reduce(ReduceOp::Min, &axes, false)?.item()? as i64;
+            let hi = self.reduce(ReduceOp::Max, &axes, false)?.item()? as i64;
+            for x in [lo, hi] {
+                if x < 0 || x as u64 >= depth as u64 {
+                    return Err(Error::IndexOutOfRange {
+                        op,
+                        index: x,
+                        size: depth,
+                    });
+                }
+            }
+        }
+        let classes = Tensor::from_vec((0..depth as i64).collect::<Vec<i64>>(), &[depth])?
+            .cast(self.dtype())?
+            .to_device(device)?;
+        let hit = self.unsqueeze(-1)?.binary(BinaryOp::Eq, &classes)?;
+        let on = Tensor::full_on(&[], on, dtype, device)?;
+        let off = Tensor::full_on(&[], off, dtype, device)?;
+        Tensor::where_cond(&hit, &on, &off)
     }
 }
 
@@ -579,6 +623,40 @@ mod tests {
         assert!(x
             .masked_select(&Tensor::from_vec(vec![true; 2], &[2]).unwrap())
             .is_err());
+    }
+
+    #[test]
+    fn one_hot_from_device_ops_matches_the_kernel() {
+        // The device path is built from portable ops, so it can be checked on the CPU.
+        let i = ix(&[0, 2, 1, 2, 0, 1], &[2, 3]);
+        for idx in [i.clone(), i.cast(DType::I32).unwrap().t().unwrap()] {
+            for dtype in [DType::F32, DType::F64, DType::I64, DType::Bool] {
+                let want = idx.one_hot(3, 1.0, -1.0, dtype).unwrap();
+                let got = idx.one_hot_on_device(3, 1.0, -1.0, dtype).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                assert_eq!(got.dtype(), want.dtype());
+                assert_eq!(vals(&got), vals(&want), "{dtype}");
+            }
+        }
+        let e = i.one_hot_on_device(2, 1.0, 0.0, DType::F32).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::IndexOutOfRange {
+                op: "one_hot",
+                index: 2,
+                size: 2
+            }
+        ));
+        assert!(ix(&[-1], &[1])
+            .one_hot_on_device(2, 1.0, 0.0, DType::F32)
+            .is_err());
+        assert!(f(&[0.], &[1])
+            .one_hot_on_device(2, 1.0, 0.0, DType::F32)
+            .is_err());
+        let empty = ix(&[], &[0])
+            .one_hot_on_device(4, 1.0, 0.0, DType::F32)
+            .unwrap();
+        assert_eq!(empty.shape(), &[0, 4]);
     }
 
     #[test]
