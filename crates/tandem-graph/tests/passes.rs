@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use tandem_graph::passes::{
     AlgebraicSimplification, CommonSubexpressionElimination, ConstantFolding, Pass, Prune,
+    TransposedProduct,
 };
 use tandem_graph::plan::{PlanGraph, PlanOp};
 use tandem_graph::{Graph, Output, Session, SessionOptions};
@@ -30,6 +31,46 @@ fn prune_removes_what_no_fetch_needs() {
     assert!(Prune.run(&mut pg).unwrap());
     assert_eq!(pg.len(), 2);
     assert!(!Prune.run(&mut pg).unwrap());
+}
+
+#[test]
+fn transposed_product_writes_the_product_in_the_wanted_layout() {
+    // (x^T g)^T, the weight gradient of `linear`, becomes g^T x: no transposed copy, and the
+    // double transpose of x folds away.
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[None, Some(3)]).unwrap();
+    let d = g.placeholder("d", DType::F32, &[None, Some(2)]).unwrap();
+    let xt = g.transpose(&x, 0, 1).unwrap();
+    let w = g.transpose(&g.matmul2(&xt, &d).unwrap(), 0, 1).unwrap();
+    let s = Session::new(&g).unwrap();
+    let mut pg = s.plan_graph(&[&w], &[&x, &d]).unwrap();
+    assert!(TransposedProduct.run(&mut pg).unwrap());
+    while AlgebraicSimplification.run(&mut pg).unwrap() {}
+    Prune.run(&mut pg).unwrap();
+    let ops = ops_of(&pg);
+    assert_eq!(
+        ops.iter().filter(|o| o.contains("permute")).count(),
+        1,
+        "{ops:?}"
+    );
+    assert!(!TransposedProduct.run(&mut pg).unwrap());
+    // Same values as the unoptimized plan, and a contiguous [2, 3] result.
+    let xv = Tensor::from_vec(
+        vec![1f32, 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.],
+        &[4, 3],
+    )
+    .unwrap();
+    let dv = Tensor::from_vec(vec![1f32, -1., 0.5, 2., -3., 1., 0., 4.], &[4, 2]).unwrap();
+    let fast = s.run(&[&w], &[(&x, &xv), (&d, &dv)]).unwrap();
+    let plain = Session::with_options(&g, SessionOptions { optimize: false })
+        .unwrap()
+        .run(&[&w], &[(&x, &xv), (&d, &dv)])
+        .unwrap();
+    assert_eq!(fast[0].shape(), &[2, 3]);
+    assert_eq!(
+        fast[0].to_vec::<f32>().unwrap(),
+        plain[0].to_vec::<f32>().unwrap()
+    );
 }
 
 #[test]
