@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use tandem::tensor::Tensor;
-use tandem_models::{batch, EagerStep, GraphStep};
+use tandem_models::{batch, EagerStep, GraphStep, ModeStep};
 
 const BATCH: usize = 64;
 
@@ -99,12 +99,13 @@ fn argmax_rows(logits: &[f32]) -> Vec<u32> {
         .collect()
 }
 
-struct Eager(EagerStep);
-impl System for Eager {
+/// Tandem in either mode.
+struct Tandem<S: ModeStep>(S);
+impl<S: ModeStep> System for Tandem<S> {
     fn step(&mut self, x: Vec<f32>, y: Vec<u32>) -> Result<(), String> {
         let n = y.len();
         let (x, y) = batch(&x, &y, &[n, 784]);
-        self.0.step(&x, &y);
+        self.0.train(&x, &y);
         Ok(())
     }
     fn predict(&self, x: Vec<f32>) -> Result<Vec<u32>, String> {
@@ -112,27 +113,7 @@ impl System for Eager {
         let (x, _) = batch(&x, &[], &[n, 784]);
         let l = self
             .0
-            .infer(&x)
-            .to_vec::<f32>()
-            .map_err(|e| e.to_string())?;
-        Ok(argmax_rows(&l))
-    }
-}
-
-struct GraphMode(GraphStep);
-impl System for GraphMode {
-    fn step(&mut self, x: Vec<f32>, y: Vec<u32>) -> Result<(), String> {
-        let n = y.len();
-        let (x, y) = batch(&x, &y, &[n, 784]);
-        self.0.step(&x, &y);
-        Ok(())
-    }
-    fn predict(&self, x: Vec<f32>) -> Result<Vec<u32>, String> {
-        let n = x.len() / 784;
-        let (x, _) = batch(&x, &[], &[n, 784]);
-        let l = self
-            .0
-            .infer(&x)
+            .logits(&x)
             .to_vec::<f32>()
             .map_err(|e| e.to_string())?;
         Ok(argmax_rows(&l))
@@ -189,8 +170,8 @@ impl System for Candle {
 
 fn make(name: &str) -> Result<Box<dyn System>, String> {
     Ok(match name {
-        "eager" => Box::new(Eager(EagerStep::mlp())),
-        "graph" => Box::new(GraphMode(GraphStep::mlp())),
+        "eager" => Box::new(Tandem(EagerStep::mlp())),
+        "graph" => Box::new(Tandem(GraphStep::mlp())),
         "candle" => Box::new(Candle::new().map_err(|e| e.to_string())?),
         other => return Err(format!("unknown system `{other}` (eager, graph, candle)")),
     })

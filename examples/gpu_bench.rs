@@ -13,12 +13,17 @@
 
 use std::time::Instant;
 use tandem::eager::nn::functional as F;
-use tandem::eager::nn::{Conv2d, Linear, MaxPool2d, Module};
+use tandem::eager::nn::Module;
 use tandem::eager::optim::{Adam, AdamConfig, Optimizer};
 use tandem::graph::{self as tg, Graph, Initializer, Optimizer as _, Output, Session};
 use tandem::ir::{CrossEntropyOptions, EmitExt, Functional};
 use tandem::tensor::random::Rng;
 use tandem::tensor::{cuda, Conv2dParams, DType, Device, Pool2dParams, Result, Tensor};
+
+// The benchmark models (W1's MLP, W3's LeNet-5), shared with the CPU benchmarks.
+#[allow(dead_code)]
+#[path = "../benches/modes/tandem.rs"]
+mod tandem_models;
 
 const GPU: Device = Device::Cuda(0);
 
@@ -60,48 +65,6 @@ fn matmul(rng: &mut Rng, dtype: DType, label: &str) -> Result<()> {
         &format!("{tflops:.1} TFLOP/s"),
     );
     Ok(())
-}
-
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl Module for Mlp {
-    fn forward(&self, x: &tandem::eager::Tensor) -> Result<tandem::eager::Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.relu()?)
-    }
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
-    }
-}
-
-struct LeNet {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
-    pool: MaxPool2d,
-}
-
-impl Module for LeNet {
-    fn forward(&self, x: &tandem::eager::Tensor) -> Result<tandem::eager::Tensor> {
-        let h = self.pool.forward(&self.conv1.forward(x)?.relu()?)?;
-        let h = self.pool.forward(&self.conv2.forward(&h)?.relu()?)?;
-        let h = h.flatten(1, -1)?;
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.relu()?)?.relu()?;
-        self.fc3.forward(&h)
-    }
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![
-            ("conv1".into(), &self.conv1),
-            ("conv2".into(), &self.conv2),
-            ("fc1".into(), &self.fc1),
-            ("fc2".into(), &self.fc2),
-            ("fc3".into(), &self.fc3),
-        ]
-    }
 }
 
 /// A batch on the GPU: images `[batch, 784]` (or `[batch, 1, 28, 28]`) and int64 labels.
@@ -203,33 +166,13 @@ fn main() -> Result<()> {
     for n in [64usize, 1024] {
         tandem::eager::manual_seed(0);
         let (x, y) = batch(&mut rng, n, false)?;
-        let mlp = Mlp {
-            fc1: Linear::new(784, 128, true)?,
-            fc2: Linear::new(128, 10, true)?,
-        };
-        eager_step(
-            &format!("mlp_step_b{n}"),
-            Box::new(mlp),
-            x.clone(),
-            y.clone(),
-        )?;
-        graph_step(&format!("mlp_step_b{n}"), false, x, y)?;
+        let name = format!("mlp_step_b{n}");
+        eager_step(&name, tandem_models::mlp_model(), x.clone(), y.clone())?;
+        graph_step(&name, false, x, y)?;
         let (x, y) = batch(&mut rng, n, true)?;
-        let lenet = LeNet {
-            conv1: Conv2d::new(1, 6, 5)?.padding(2),
-            conv2: Conv2d::new(6, 16, 5)?,
-            fc1: Linear::new(400, 120, true)?,
-            fc2: Linear::new(120, 84, true)?,
-            fc3: Linear::new(84, 10, true)?,
-            pool: MaxPool2d::new(2),
-        };
-        eager_step(
-            &format!("lenet_step_b{n}"),
-            Box::new(lenet),
-            x.clone(),
-            y.clone(),
-        )?;
-        graph_step(&format!("lenet_step_b{n}"), true, x, y)?;
+        let name = format!("lenet_step_b{n}");
+        eager_step(&name, tandem_models::lenet_model(), x.clone(), y.clone())?;
+        graph_step(&name, true, x, y)?;
     }
     Ok(())
 }

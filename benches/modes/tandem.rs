@@ -62,6 +62,27 @@ impl Module for LeNet {
     }
 }
 
+/// W1's MLP (784 -> Linear 128 -> ReLU -> Linear 10) with PyTorch's default initialization
+/// from the global seed.
+pub fn mlp_model() -> Box<dyn Module> {
+    Box::new(Mlp {
+        fc1: Linear::new(784, 128, true).expect("fc1"),
+        fc2: Linear::new(128, 10, true).expect("fc2"),
+    })
+}
+
+/// W3's LeNet-5 (input `[N, 1, 28, 28]`).
+pub fn lenet_model() -> Box<dyn Module> {
+    Box::new(LeNet {
+        conv1: Conv2d::new(1, 6, 5).expect("conv1").padding(2),
+        conv2: Conv2d::new(6, 16, 5).expect("conv2"),
+        fc1: Linear::new(400, 120, true).expect("fc1"),
+        fc2: Linear::new(120, 84, true).expect("fc2"),
+        fc3: Linear::new(84, 10, true).expect("fc3"),
+        pool: MaxPool2d::new(2),
+    })
+}
+
 /// An eager model with its Adam (lr 1e-3).
 pub struct EagerStep {
     model: Box<dyn Module>,
@@ -77,23 +98,13 @@ impl EagerStep {
     /// W1's MLP: 784 -> Linear 128 -> ReLU -> Linear 10.
     pub fn mlp() -> EagerStep {
         manual_seed(0);
-        EagerStep::with(Box::new(Mlp {
-            fc1: Linear::new(784, 128, true).expect("fc1"),
-            fc2: Linear::new(128, 10, true).expect("fc2"),
-        }))
+        EagerStep::with(mlp_model())
     }
 
     /// W3's LeNet-5.
     pub fn lenet() -> EagerStep {
         manual_seed(0);
-        EagerStep::with(Box::new(LeNet {
-            conv1: Conv2d::new(1, 6, 5).expect("conv1").padding(2),
-            conv2: Conv2d::new(6, 16, 5).expect("conv2"),
-            fc1: Linear::new(400, 120, true).expect("fc1"),
-            fc2: Linear::new(120, 84, true).expect("fc2"),
-            fc3: Linear::new(84, 10, true).expect("fc3"),
-            pool: MaxPool2d::new(2),
-        }))
+        EagerStep::with(lenet_model())
     }
 
     /// One training step: forward, mean cross-entropy, backward, Adam update.
@@ -276,5 +287,33 @@ impl GraphMatmul {
     pub fn run(&self, a: &Tensor, b: &Tensor) -> Tensor {
         let mut out = self.run.run(&[a.clone(), b.clone()]).expect("graph matmul");
         out.pop().expect("one fetch")
+    }
+}
+
+/// The two modes' training steps behind one interface, for drivers that run both alike
+/// (`examples/bench_epoch.rs`; the criterion benches call the steps directly).
+#[allow(dead_code)]
+pub trait ModeStep {
+    /// One training step on images `x` and labels `y`.
+    fn train(&mut self, x: &Tensor, y: &Tensor);
+    /// The logits of `x`.
+    fn logits(&self, x: &Tensor) -> Tensor;
+}
+
+impl ModeStep for EagerStep {
+    fn train(&mut self, x: &Tensor, y: &Tensor) {
+        self.step(x, y)
+    }
+    fn logits(&self, x: &Tensor) -> Tensor {
+        self.infer(x)
+    }
+}
+
+impl ModeStep for GraphStep {
+    fn train(&mut self, x: &Tensor, y: &Tensor) {
+        self.step(x, y)
+    }
+    fn logits(&self, x: &Tensor) -> Tensor {
+        self.infer(x)
     }
 }
