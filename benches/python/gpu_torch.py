@@ -10,8 +10,9 @@ PyTorch with CUDA; not run by CI.
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+# The same model definitions and training step as the CPU comparison script.
+from bench_torch import LeNet, Mlp, train_step_fn
 
 
 def median_ms(fn, warm=5, reps=30):
@@ -40,33 +41,10 @@ def matmul(dtype, label):
     report(f"matmul_{label}_4096", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s")
 
 
-class LeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(400, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
-        h = torch.flatten(h, 1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(h)))))
-
-
 def step_bench(name, model, x, y):
     model = model.cuda()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    report(name, median_ms(step))
+    report(name, median_ms(train_step_fn(model, opt, x, y)))
 
 
 def main():
@@ -79,8 +57,7 @@ def main():
     for n in (64, 1024):
         x = torch.rand(n, 784, device="cuda")
         y = (torch.arange(n, device="cuda") * 7 + 3) % 10
-        mlp = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-        step_bench(f"mlp_step_b{n}", mlp, x, y)
+        step_bench(f"mlp_step_b{n}", Mlp(), x, y)
         step_bench(f"lenet_step_b{n}", LeNet(), x.view(n, 1, 28, 28), y)
 
 
