@@ -8,35 +8,15 @@ as `cargo run --release --example mnist -- --export-onnx PATH` writes it. The sc
 `onnx.checker.check_model` on each file. Needs `onnxruntime`, `numpy` and `onnx`.
 """
 
-import gzip
 import os
-import struct
 import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-
-def read_idx(directory, stem):
-    """The array of an IDX file `stem` (plain or `.gz`) in `directory`."""
-    for name in (stem, stem + ".gz"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rb") as f:
-                data = f.read()
-            break
-    else:
-        raise FileNotFoundError(f"{stem}(.gz) not found in {directory}")
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{stem}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"{stem}: header says {dims}, body has {body.size} bytes")
-    return body.reshape(dims)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mnist_idx import read_idx  # noqa: E402
 
 
 def accuracy(model_path, images, labels, batch=1000):

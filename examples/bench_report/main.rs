@@ -5,6 +5,21 @@
 //! hand-written text around it is kept; the markers are appended when missing), plus the chart
 //! `docs/benchmarks.svg`.
 //!
+//! The whole comparison is one command, which first runs every workload and then writes the
+//! page:
+//!
+//! ```text
+//! MNIST_DIR=path/to/mnist cargo run --release --example bench_report -- --run
+//! ```
+//!
+//! `--run` runs `cargo bench --bench modes` (W1, W3-W6: eager, graph, candle), then
+//! `cargo run --release --example bench_epoch` (W2; skipped with a warning when it fails, e.g.
+//! without MNIST), then, with `--python PY`, the optional peers `benches/python/bench_torch.py`
+//! and `bench_tf.py` under that interpreter (each skipped with a warning when it fails), all
+//! with `RAYON_NUM_THREADS=2` / `OMP_NUM_THREADS=2` unless already set. Without `--run` it
+//! only rewrites the page from the results already on disk, so the steps can also be run by
+//! hand:
+//!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo bench --bench modes
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench_epoch
@@ -12,7 +27,8 @@
 //! ```
 //!
 //! Options: `--criterion DIR` (default `$CARGO_TARGET_DIR/criterion` or `target/criterion`),
-//! `--epoch DIR` (default `target/bench_epoch`), `--python DIR`, `--out FILE`, `--svg FILE`.
+//! `--epoch DIR` (default `target/bench_epoch`), `--python-results DIR` (default
+//! `benches/python/results`), `--out FILE`, `--svg FILE`.
 
 mod data;
 mod svg;
@@ -111,6 +127,8 @@ pub fn render(ms: &[data::Measurement], machine: &str, svg_name: &str) -> String
 }
 
 struct Args {
+    run: bool,
+    python_interpreter: Option<String>,
     criterion: PathBuf,
     epoch: PathBuf,
     python: PathBuf,
@@ -124,6 +142,8 @@ fn parse_args() -> Result<Args, String> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let mut a = Args {
+        run: false,
+        python_interpreter: None,
         criterion: target.join("criterion"),
         epoch: target.join("bench_epoch"),
         python: root.join("benches/python/results"),
@@ -132,11 +152,30 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--run" {
+            a.run = true;
+            continue;
+        }
+        const WITH_VALUE: [&str; 6] = [
+            "--python",
+            "--criterion",
+            "--epoch",
+            "--python-results",
+            "--out",
+            "--svg",
+        ];
+        if !WITH_VALUE.contains(&flag.as_str()) {
+            return Err(format!("unknown option {flag}"));
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--python" {
+            a.python_interpreter = Some(value);
+            continue;
+        }
         let slot = match flag.as_str() {
             "--criterion" => &mut a.criterion,
             "--epoch" => &mut a.epoch,
-            "--python" => &mut a.python,
+            "--python-results" => &mut a.python,
             "--out" => &mut a.out,
             "--svg" => &mut a.svg,
             _ => return Err(format!("unknown option {flag}")),
@@ -146,8 +185,58 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// Runs one measuring step with the thread counts fixed (unless the caller set them). A
+/// failure is an error when `required`, a warning otherwise.
+fn step(program: &str, args: &[&str], required: bool) -> Result<(), String> {
+    let line = format!("{program} {}", args.join(" "));
+    println!("bench_report: running `{line}`");
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for var in ["RAYON_NUM_THREADS", "OMP_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, "2");
+        }
+    }
+    let failure = match cmd.status() {
+        Ok(status) if status.success() => return Ok(()),
+        Ok(status) => format!("`{line}` failed ({status})"),
+        Err(e) => format!("`{line}` could not start: {e}"),
+    };
+    if required {
+        Err(failure)
+    } else {
+        eprintln!("bench_report: warning: {failure}; its results are left out");
+        Ok(())
+    }
+}
+
+/// The measuring half of `--run`: every workload, then the optional Python peers.
+fn measure(python: Option<&str>) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step(&cargo, &["bench", "--bench", "modes"], true)?;
+    step(
+        &cargo,
+        &["run", "--release", "--example", "bench_epoch"],
+        false,
+    )?;
+    if let Some(py) = python {
+        for script in [
+            "benches/python/bench_torch.py",
+            "benches/python/bench_tf.py",
+        ] {
+            step(py, &[script], false)?;
+        }
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let args = parse_args()?;
+    if args.run {
+        measure(args.python_interpreter.as_deref())?;
+    } else if args.python_interpreter.is_some() {
+        return Err("--python PY only applies with --run".into());
+    }
     let mut ms = data::read_criterion_dir(&args.criterion);
     ms.extend(data::read_python_dir(&args.epoch));
     ms.extend(data::read_python_dir(&args.python));
