@@ -6,8 +6,9 @@
     MNIST_DIR=path/to/mnist python scripts/torch_accuracy.py --normalize mlp mixed.safetensors
 
 The checkpoint is what `cargo run --release --example mnist -- --save PATH` writes (any
-`--mode`; `--model cnn` for LeNet-5). The script defines the same models as ordinary PyTorch
-modules (SimpleNet: fc1, fc2; LeNet-5: conv1, conv2, fc1, fc2, fc3), loads the file with
+`--mode`; `--model cnn` for LeNet-5). The script builds the same models as ordinary PyTorch
+modules (those of `benches/python/bench_torch.py`: the seed's SimpleNet with fc1, fc2, and
+LeNet-5 with conv1, conv2, fc1, fc2, fc3), loads the file with
 `safetensors.torch.load_file` and `load_state_dict(strict=True)` -- so every name, shape and
 dtype must be PyTorch's -- and prints the test accuracy, which must equal the
 `test_accuracy=` of the example's summary line. `--mode mixed` trains on inputs normalized with
@@ -22,38 +23,12 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import nn
-from torch.nn import functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "benches", "python"))
+from bench_torch import LeNet, Mlp  # noqa: E402  (the benchmarks' PyTorch models)
 from mnist_idx import read_idx  # noqa: E402
-
-
-class SimpleNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-
-class LeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(400, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x.view(-1, 1, 28, 28))), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
 
 
 def main():
@@ -64,7 +39,7 @@ def main():
         print(__doc__.strip(), file=sys.stderr)
         return 2
     kind, path = args
-    model = SimpleNet() if kind == "mlp" else LeNet()
+    model = Mlp() if kind == "mlp" else LeNet()
     model.load_state_dict(load_file(path), strict=True)
     model.eval()
     directory = os.environ.get("MNIST_DIR", "data/mnist")
@@ -73,6 +48,8 @@ def main():
     x = torch.from_numpy(images.reshape(len(images), 784).astype(np.float32) / np.float32(255.0))
     if normalize:
         x = (x - 0.1307) / 0.3081
+    if kind == "cnn":
+        x = x.view(-1, 1, 28, 28)
     with torch.no_grad():
         hits = int((model(x).argmax(dim=1) == labels).sum())
     print(f"{path}: torch {torch.__version__} test_accuracy={hits / len(labels):.4f}")
