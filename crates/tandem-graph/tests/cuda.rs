@@ -188,3 +188,39 @@ fn saver_writes_gpu_variables_and_restores_them_to_the_device() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn keras_sequential_fits_on_the_gpu_like_on_the_cpu() {
+    use tandem_graph::keras::{Dense, FitOptions, Sequential};
+    if !gpu() {
+        return;
+    }
+    let (x, y) = data();
+    let run = |device: Device| {
+        let mut m = Sequential::new(vec![
+            Box::new(Dense::new(32).activation("relu")),
+            Box::new(Dense::new(5)),
+        ])
+        .seed(4)
+        .device(device);
+        m.compile("adam", "sparse_categorical_crossentropy", &["accuracy"])
+            .unwrap();
+        let opts = FitOptions::new().epochs(5).batch_size(8).verbose(false);
+        let h = m.fit(&x, &y, &opts).unwrap();
+        assert_eq!(m.session().unwrap().device(), device);
+        let p = m.predict(&x, 16).unwrap();
+        assert_eq!(p.device(), Device::Cpu, "predict returns host tensors");
+        (h.loss().to_vec(), p.to_vec::<f32>().unwrap())
+    };
+    let (cpu_loss, cpu_pred) = run(Device::Cpu);
+    let (gpu_loss, gpu_pred) = run(GPU);
+    for (a, b) in cpu_loss.iter().zip(&gpu_loss) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "loss {a} vs {b}");
+    }
+    for (a, b) in cpu_pred.iter().zip(&gpu_pred) {
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+            "prediction {a} vs {b}"
+        );
+    }
+}

@@ -295,3 +295,40 @@ fn weights_round_trip_through_a_file() {
     assert_eq!(m2.predict(&x, 32).unwrap().to_vec::<f32>().unwrap(), before);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn explicit_cpu_device_gives_the_default_results() {
+    let build = |on_cpu: bool| {
+        let m = Sequential::new(vec![
+            Box::new(Dense::new(8).activation("relu")),
+            Box::new(Dense::new(1)),
+        ])
+        .seed(2);
+        let mut m = if on_cpu {
+            m.device(tandem_tensor::Device::Cpu)
+        } else {
+            m
+        };
+        m.compile("adam", "mse", &[]).unwrap();
+        let (x, y) = line_data(32);
+        let h = m.fit(&x, &y, &quiet(3, 8)).unwrap();
+        (
+            h.loss().to_vec(),
+            m.predict(&x, 32).unwrap().to_vec::<f32>().unwrap(),
+        )
+    };
+    assert_eq!(build(true), build(false));
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_gpu_model_without_cuda_support_is_an_error_naming_the_device() {
+    let mut m = Sequential::new(vec![Box::new(Dense::new(1))])
+        .input_shape(&[1])
+        .device(tandem_tensor::Device::Cuda(0));
+    let e = m.compile("sgd", "mse", &[]).unwrap_err().to_string();
+    assert!(e.to_lowercase().contains("cuda"), "{e}");
+    // Nothing was built: the same call fails the same way, no panic.
+    let (x, y) = line_data(4);
+    assert!(m.fit(&x, &y, &quiet(1, 4)).is_err());
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use tandem_tensor::{DType, Error, Result, Tensor};
+use tandem_tensor::{DType, Device, Error, Result, Tensor};
 
 /// The optimizer argument of [`Sequential::compile`]: a Keras name (`adam`, `sgd`,
 /// `rmsprop`, `adamw`, with Keras' default learning rates) or an optimizer object.
@@ -235,6 +235,7 @@ pub struct Sequential {
     layers: Vec<Box<dyn Layer>>,
     input_shape: Option<Vec<usize>>,
     seed: u64,
+    device: Device,
     compiled: Option<Compiled>,
     built: Option<Built>,
 }
@@ -261,6 +262,7 @@ impl Sequential {
             layers,
             input_shape: None,
             seed: 0,
+            device: Device::Cpu,
             compiled: None,
             built: None,
         }
@@ -287,6 +289,17 @@ impl Sequential {
     /// Sets the seed of the weight initialization and dropout (default 0).
     pub fn seed(mut self, seed: u64) -> Sequential {
         self.seed = seed;
+        self
+    }
+
+    /// Places the model on `device` (default the CPU; `Device::Cuda(0)` with the `cuda`
+    /// feature): its sessions keep the weights and optimizer slots there and run every step
+    /// on it, like `with tf.device(...)` around a Keras model. `fit`, `evaluate` and `predict`
+    /// still take host tensors (each batch is copied once) and `predict` returns a host tensor.
+    /// Only before the model is built (by `compile` with an input shape, or the first data it
+    /// sees); a device that cannot be used fails when the model is built.
+    pub fn device(mut self, device: Device) -> Sequential {
+        self.device = device;
         self
     }
 
@@ -402,7 +415,7 @@ impl Sequential {
         } else {
             train_out.clone()
         };
-        let session = Session::new(&g)?;
+        let session = Session::new_on(&g, self.device)?;
         let predict = session.callable(&[&infer_out], &[&x])?;
         Ok(Built {
             graph: g,
@@ -584,7 +597,7 @@ impl Sequential {
             );
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        Tensor::cat(&refs, 0)
+        Tensor::cat(&refs, 0)?.to_device(Device::Cpu)
     }
 
     /// Saves the weights to a safetensors file (names like `dense/kernel`).
@@ -702,8 +715,9 @@ fn build_training(b: &mut Built, c: &Compiled) -> Result<()> {
     let weights: Vec<Output> = g.trainable_variables()?;
     let refs: Vec<&Output> = weights.iter().collect();
     let train_op = c.optimizer.minimize_with(&train_loss, &refs)?;
-    // New variables (optimizer slots) exist now: a new session, with the old weights.
-    let session = Session::new(g)?;
+    // New variables (optimizer slots) exist now: a new session on the same device, with the
+    // old weights.
+    let session = Session::new_on(g, b.session.device())?;
     let mut keep = Vec::new();
     for (v, _) in g.variables()? {
         if let Ok(t) = b.session.variable_value(&v) {
