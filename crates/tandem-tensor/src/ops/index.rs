@@ -394,10 +394,12 @@ impl Tensor {
         super::shape_ops::checked_numel(op, &shape)?;
         let device = self.device();
         if self.numel() > 0 {
+            // The index range in one device -> host copy: [min, max] side by side.
             let axes: Vec<usize> = (0..self.rank()).collect();
-            let lo = self.reduce(ReduceOp::Min, &axes, false)?.item()? as i64;
-            let hi = self.reduce(ReduceOp::Max, &axes, false)?.item()? as i64;
-            for x in [lo, hi] {
+            let lo = self.reduce(ReduceOp::Min, &axes, true)?.reshape(&[1])?;
+            let hi = self.reduce(ReduceOp::Max, &axes, true)?.reshape(&[1])?;
+            let range = Tensor::cat(&[&lo, &hi], 0)?.cast(DType::I64)?.to_vec::<i64>()?;
+            for &x in &range {
                 if x < 0 || x as u64 >= depth as u64 {
                     return Err(Error::IndexOutOfRange {
                         op,
