@@ -96,11 +96,11 @@ pub fn evaluate(
     model.eval();
     let n = data.len();
     let mut hits = 0usize;
-    for batch in DataLoader::new(data, 1000).epoch(0) {
+    for batch in DataLoader::new(data, 1000).device(device).epoch(0) {
         let b = batch?;
         let (x, y) = (
-            Tensor::from_value(b[0].to_device(device)?),
-            Tensor::from_value(b[1].to_device(device)?),
+            Tensor::from_value(b[0].clone()),
+            Tensor::from_value(b[1].clone()),
         );
         hits += correct(&model.forward(&x)?, &y)?;
     }
@@ -131,7 +131,10 @@ pub fn run(args: &Args) -> Result<()> {
             ..AdamConfig::default()
         },
     );
-    let loader = DataLoader::new(train.clone(), args.batch_size).shuffle(args.seed);
+    // Batches reach the device on the loader's thread (pinned staging on a GPU).
+    let loader = DataLoader::new(train.clone(), args.batch_size)
+        .shuffle(args.seed)
+        .device(device);
     let mut total_seconds = 0.0;
     let mut test_acc = 0.0;
     for epoch in 0..args.epochs {
@@ -147,8 +150,8 @@ pub fn run(args: &Args) -> Result<()> {
         for batch in loader.epoch(epoch) {
             let b = batch?;
             let (x, y) = (
-                Tensor::from_value(b[0].to_device(device)?),
-                Tensor::from_value(b[1].to_device(device)?),
+                Tensor::from_value(b[0].clone()),
+                Tensor::from_value(b[1].clone()),
             );
             opt.zero_grad();
             let logits = model.forward(&x)?;

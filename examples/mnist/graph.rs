@@ -152,11 +152,13 @@ pub fn run(args: &Args) -> Result<()> {
     let train: Arc<dyn Dataset> = Arc::new(mnist::train(&data, transform));
     let test: Arc<dyn Dataset> = Arc::new(mnist::test(&data, transform));
     let c = Classifier::build(args.model, args.lr, args.seed)?;
-    // Variables live on the device; host batches are copied there at each run.
+    // Variables live on the device; batches reach it on the loader's thread.
     let session = Session::new_on(&c.graph, args.device)?;
     let step = session.callable(&[&c.train_op, &c.loss, &c.correct], &[&c.x, &c.y])?;
     let eval = session.callable(&[&c.correct], &[&c.x, &c.y])?;
-    let loader = DataLoader::new(train.clone(), args.batch_size).shuffle(args.seed);
+    let loader = DataLoader::new(train.clone(), args.batch_size)
+        .shuffle(args.seed)
+        .device(args.device);
     let mut total_seconds = 0.0;
     let mut test_acc = 0.0;
     for epoch in 0..args.epochs {

@@ -203,3 +203,42 @@ fn an_epoch_can_outlive_its_loader() {
     drop(loader);
     assert_eq!(it.map(|b| b.unwrap()[0].numel()).sum::<usize>(), 10);
 }
+
+#[test]
+fn batches_arrive_on_the_requested_device() {
+    let loader = |prefetch| {
+        DataLoader::new(Arc::new(Probe::new(10)), 4)
+            .prefetch(prefetch)
+            .device(Device::Cpu)
+    };
+    for prefetch in [0, 2] {
+        assert_eq!(
+            collect(&loader(prefetch), 0),
+            collect(&DataLoader::new(Arc::new(Probe::new(10)), 4), 0)
+        );
+    }
+    // A GPU: the batches are there when it is usable, otherwise each one is an error naming
+    // the device (never a panic), with the iterator's length unchanged.
+    let gpu = Device::Cuda(0);
+    let usable = Tensor::scalar(0i64).to_device(gpu).is_ok();
+    for prefetch in [0, 2] {
+        let batches: Vec<_> = DataLoader::new(Arc::new(Probe::new(10)), 4)
+            .prefetch(prefetch)
+            .device(gpu)
+            .epoch(0)
+            .collect();
+        assert_eq!(batches.len(), 3);
+        for b in batches {
+            match b {
+                Ok(tensors) => {
+                    assert!(usable);
+                    assert!(tensors.iter().all(|t| t.device() == gpu));
+                }
+                Err(e) => {
+                    assert!(!usable);
+                    assert!(e.to_string().to_lowercase().contains("cuda"), "{e}");
+                }
+            }
+        }
+    }
+}

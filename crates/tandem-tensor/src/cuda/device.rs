@@ -56,6 +56,8 @@ pub(crate) struct CudaDevice {
     pub(crate) modules: Mutex<HashMap<(String, u64), Arc<CudaModule>>>,
     pub(crate) functions: Mutex<HashMap<String, CudaFunction>>,
     pub(crate) blas: Mutex<Option<cudarc::cublas::CudaBlas>>,
+    /// Pinned host buffers that stage host-to-device copies.
+    pub(crate) staging: super::staging::Staging,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -122,6 +124,7 @@ pub(crate) fn get(ordinal: usize) -> Result<Arc<CudaDevice>> {
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
         blas: Mutex::new(None),
+        staging: Default::default(),
     });
     let mut reg = lock(registry());
     Ok(reg.entry(ordinal).or_insert(dev).clone())

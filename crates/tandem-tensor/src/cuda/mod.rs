@@ -33,6 +33,8 @@ mod pool;
 #[cfg(feature = "cuda")]
 mod reduce;
 #[cfg(feature = "cuda")]
+mod staging;
+#[cfg(feature = "cuda")]
 mod storage;
 
 pub use bucket::AllocStats;

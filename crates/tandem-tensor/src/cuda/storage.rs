@@ -92,6 +92,10 @@ impl CudaStorage {
         let bytes = src.as_bytes();
         if !bytes.is_empty() {
             dev.bind(op)?;
+            // Through a pinned buffer, without waiting for the stream, when one is available.
+            if dev.staging.upload(dev, op, s.ptr(), bytes)? {
+                return Ok(s);
+            }
             // SAFETY: the block holds at least `bytes.len()` bytes. The copy reads pageable
             // host memory, so the stream is synchronized before `src` can go away.
             unsafe { dres::memcpy_htod_async(s.ptr(), bytes, dev.stream.cu_stream()) }

@@ -398,7 +398,9 @@ impl Tensor {
             let axes: Vec<usize> = (0..self.rank()).collect();
             let lo = self.reduce(ReduceOp::Min, &axes, true)?.reshape(&[1])?;
             let hi = self.reduce(ReduceOp::Max, &axes, true)?.reshape(&[1])?;
-            let range = Tensor::cat(&[&lo, &hi], 0)?.cast(DType::I64)?.to_vec::<i64>()?;
+            let range = Tensor::cat(&[&lo, &hi], 0)?
+                .cast(DType::I64)?
+                .to_vec::<i64>()?;
             for &x in &range {
                 if x < 0 || x as u64 >= depth as u64 {
                     return Err(Error::IndexOutOfRange {
