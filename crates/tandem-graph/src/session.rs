@@ -276,6 +276,7 @@ impl Session {
         };
         if self.options.optimize {
             run_passes(&mut pg, &self.passes)?;
+            crate::lower::lower(&mut pg);
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let mut plan = Plan::schedule(&pg)?;
