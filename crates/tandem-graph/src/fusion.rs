@@ -28,8 +28,21 @@ use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor, UnaryOp};
 #[path = "fusion_cuda.rs"]
 mod cuda;
 
-/// Elements per block of the register machine.
+/// Fewest elements per block of the register machine.
 const BLOCK: usize = 256;
+/// Most elements per block of the register machine.
+const MAX_BLOCK: usize = 4096;
+/// Bytes the registers of one block may take (they stay in the L1 cache).
+const REGISTER_BYTES: usize = 24 * 1024;
+
+/// Elements per block for `registers` registers of `size`-byte elements: as many as fit in
+/// [`REGISTER_BYTES`] (a multiple of [`BLOCK`], at least [`BLOCK`]), so that short programs
+/// (a long chain of adds needs three registers) pay the per-instruction dispatch once per
+/// several thousand elements.
+fn block_len(registers: usize, size: usize) -> usize {
+    let fit = REGISTER_BYTES / (registers.max(1) * size.max(1));
+    (fit / BLOCK * BLOCK).clamp(BLOCK, MAX_BLOCK)
+}
 
 /// A unary function the fused kernel supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,8 +476,9 @@ impl FusedElementwise {
             )
         };
         if n >= PARALLEL_THRESHOLD {
-            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(BLOCK);
-            let per = per.div_ceil(BLOCK) * BLOCK;
+            let block = block_len(self.registers, std::mem::size_of::<T>());
+            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(block);
+            let per = per.div_ceil(block) * block;
             use rayon::prelude::*;
             dst.par_chunks_mut(per)
                 .enumerate()
@@ -482,11 +496,12 @@ impl FusedElementwise {
         dst: &mut [T],
         start: usize,
     ) -> Result<()> {
-        let len = dst.len().min(BLOCK);
+        let block = block_len(self.registers, std::mem::size_of::<T>());
+        let len = dst.len().min(block);
         let mut regs = vec![T::ZERO; self.registers * len];
         let mut done = 0;
         while done < dst.len() {
-            let m = (dst.len() - done).min(BLOCK);
+            let m = (dst.len() - done).min(block);
             for (k, s) in sources.iter().enumerate() {
                 s.load(start + done, &mut regs[k * len..k * len + m])?;
             }
