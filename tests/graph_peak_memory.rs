@@ -1,7 +1,9 @@
 //! Peak memory of one MLP training step (784 -> 128 -> ReLU -> 10, cross-entropy, Adam) at
 //! batch 64: graph mode holds no more than eager mode. Both are measured the same way, by a
 //! counting global allocator (the most heap bytes in use during the step above what was in
-//! use before it), after one warm-up step so that both optimizers already hold their state.
+//! use before it), after one warm-up step so that both optimizers already hold their state
+//! (and eager mode its gradient buffers, graph mode the output buffers its plan keeps from
+//! one run to the next).
 //! One test in its own binary, so no other test allocates while it measures.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -78,7 +80,6 @@ impl Module for Mlp {
 }
 
 #[test]
-#[ignore = "target not met yet: measured graph 810 KB vs eager 402 KB peak heap growth per step (debug build)"]
 fn graph_step_peak_is_at_most_eager_step_peak() {
     let xv: Vec<f32> = (0..BATCH * 784).map(|i| (i % 255) as f32 / 255.0).collect();
     let yv: Vec<i64> = (0..BATCH as i64).map(|i| i * 3 % 10).collect();
@@ -136,6 +137,10 @@ fn graph_step_peak_is_at_most_eager_step_peak() {
         "peak heap growth of one step: eager {eager} B, graph {graph} B; graph plan {stats:?}"
     );
     assert!(graph <= eager, "graph {graph} B > eager {eager} B");
-    // The plan's own count of live values stays below what the allocator saw.
-    assert!(stats.peak_bytes <= graph, "{stats:?} vs allocator {graph}");
+    // Memory planning at work: the largest value of the step, fc1's weight gradient, is
+    // written into the buffer the previous step used (kept by the plan), not a new one.
+    assert!(
+        stats.kept_bytes >= 128 * 784 * 4,
+        "the weight gradient was not written into a kept buffer: {stats:?}"
+    );
 }

@@ -9,7 +9,7 @@ use crate::graph::{ApplyDef, AssignMode};
 use crate::plan::{Plan, PlanOp};
 use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tandem_ir::{eval, Op};
 use tandem_tensor::{BinaryOp, DType, Device, Error, Result, Tensor};
 
@@ -135,6 +135,26 @@ struct View<'a> {
     overlay: HashMap<usize, Tensor>,
     names: &'a dyn Fn(usize) -> String,
     device: Device,
+    scalars: Scalars,
+}
+
+/// Scalar step inputs (optimizer step counters, learning rates) already read to the host in
+/// this run, by value slot. Every update of an optimizer reads the same counter and learning
+/// rate slots, so a training step reads each once instead of once per parameter (on a GPU
+/// session each read is a device-to-host copy and a synchronization).
+#[derive(Default)]
+struct Scalars(SmallVec<[(usize, f64); 4]>);
+
+impl Scalars {
+    /// The value of the 1-element tensor `t` held by slot `slot`.
+    fn read(&mut self, slot: usize, t: &Tensor) -> Result<f64> {
+        if let Some(&(_, v)) = self.0.iter().find(|(s, _)| *s == slot) {
+            return Ok(v);
+        }
+        let v = t.item()?;
+        self.0.push((slot, v));
+        Ok(v)
+    }
 }
 
 impl View<'_> {
@@ -188,8 +208,7 @@ pub(crate) fn check_feeds(plan: &Plan, feeds: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-fn scalar_u64(t: &Tensor, what: &str) -> Result<u64> {
-    let v = t.item()?;
+fn scalar_u64(v: f64, what: &str) -> Result<u64> {
     if !(v >= 0.0 && v.is_finite()) {
         return Err(Error::Graph(format!(
             "{what} must be a count >= 0, got {v}"
@@ -214,6 +233,52 @@ pub struct RunStats {
     pub total_bytes: usize,
     /// Bytes of outputs written into a dead value's buffer instead of a new allocation.
     pub reused_bytes: usize,
+    /// Bytes of outputs written into a buffer kept from an earlier run of the same plan
+    /// (see [`Arena`]) instead of a new allocation.
+    pub kept_bytes: usize,
+}
+
+/// The buffers of a plan's kernel outputs, kept from one run to the next (memory planning's
+/// preallocated buffers): a kernel step whose output buffer died in the previous run writes
+/// into it again instead of allocating. Only buffers nobody else holds are written (a
+/// buffer the caller still holds is never overwritten). A run takes the whole set at its
+/// start and gives it back at its end, so concurrent runs of one plan never share a buffer
+/// (the second one allocates).
+#[derive(Debug, Default)]
+pub struct Arena(Mutex<Vec<Option<Tensor>>>);
+
+impl Clone for Arena {
+    /// A new, empty arena (buffers are never shared between plans).
+    fn clone(&self) -> Self {
+        Arena::default()
+    }
+}
+
+impl Arena {
+    /// Takes the kept buffers (empty when another run holds them or none were kept yet).
+    fn take(&self) -> Vec<Option<Tensor>> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// Gives buffers back (dropped when another run gave its set back first).
+    fn put(&self, kept: Vec<Option<Tensor>>) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.is_empty() {
+                *v = kept;
+            }
+        }
+    }
+
+    /// Bytes of the buffers kept now.
+    pub fn bytes(&self) -> usize {
+        self.0
+            .lock()
+            .map(|v| v.iter().flatten().map(bytes_of).sum::<usize>())
+            .unwrap_or(0)
+    }
 }
 
 /// Per-run switches of [`execute`].
@@ -256,6 +321,7 @@ pub(crate) fn execute(
         overlay: HashMap::new(),
         names,
         device: store.device(),
+        scalars: Scalars::default(),
     };
     let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
     // Bytes each counted slot holds (only filled when stats are wanted).
@@ -265,6 +331,9 @@ pub(crate) fn execute(
     }
     let mut live = 0usize;
     let mut deferred: Vec<Deferred> = Vec::new();
+    let mut kept = plan.arena.take();
+    kept.resize(plan.steps.len(), None);
+    let unique = |t: &Tensor| Arc::strong_count(t.storage()) == 1;
     for (s, step) in plan.steps.iter().enumerate() {
         // A dead value's buffer, when the run is its only owner.
         let out_buf = match step.reuse.and_then(|d| values.get_mut(d).map(|v| (d, v))) {
@@ -274,11 +343,25 @@ pub(crate) fn execute(
                     live -= *h;
                     *h = 0;
                 }
-                t.filter(|t| Arc::strong_count(t.storage()) == 1)
+                t.filter(unique)
             }
             None => None,
         };
         let reused = out_buf.as_ref().map(|t| Arc::as_ptr(t.storage()));
+        // Otherwise the buffer this step's chain wrote in the previous run.
+        let out_buf = match (out_buf, &step.op) {
+            (None, PlanOp::Kernel(_)) => plan
+                .home
+                .get(s)
+                .and_then(|&h| kept.get_mut(h))
+                .and_then(Option::take)
+                .filter(unique),
+            (b, _) => b,
+        };
+        let from_arena = match (reused, &out_buf) {
+            (None, Some(t)) => Some(Arc::as_ptr(t.storage())),
+            _ => None,
+        };
         let out = {
             let mut ins: SmallVec<[&Tensor; 4]> = SmallVec::new();
             for &i in &step.inputs {
@@ -293,11 +376,12 @@ pub(crate) fn execute(
                 }
             }
             match (&step.op, plan.deferred.get(s)) {
-                (PlanOp::Apply(a), Some(true)) => {
-                    deferred.push(validate_update(a, &ins, &view)?);
-                    Ok(op_marker())
-                }
-                (op, _) => run_step(op, &ins, feeds, &mut view, run_id, out_buf),
+                (PlanOp::Apply(a), Some(true)) => validate_update(a, &ins, &step.inputs, &mut view)
+                    .map(|d| {
+                        deferred.push(d);
+                        op_marker()
+                    }),
+                (op, _) => run_step(op, &ins, &step.inputs, feeds, &mut view, run_id, out_buf),
             }
             .map_err(|e| e.context(step.name.clone()))?
         };
@@ -319,8 +403,11 @@ pub(crate) fn execute(
                 held[s] = b;
                 live += b;
                 st.total_bytes += b;
-                if reused == Some(Arc::as_ptr(out.storage())) {
+                let at = Some(Arc::as_ptr(out.storage()));
+                if reused == at {
                     st.reused_bytes += b;
+                } else if from_arena == at {
+                    st.kept_bytes += b;
                 }
                 st.peak_bytes = st.peak_bytes.max(live);
             }
@@ -330,7 +417,8 @@ pub(crate) fn execute(
             if plan.donors.get(f) == Some(&true) {
                 continue;
             }
-            values[f] = None;
+            let dead = values[f].take();
+            keep(plan, &mut kept, f, dead);
             if let Some(h) = held.get_mut(f) {
                 live -= *h;
                 *h = 0;
@@ -346,28 +434,53 @@ pub(crate) fn execute(
                 .ok_or_else(|| Error::Graph("fetched value was dropped (plan bug)".into()))?,
         );
     }
+    // Donors no later step took are kept too (fetched values belong to the caller).
+    for (f, v) in values.iter_mut().enumerate() {
+        if plan.donors.get(f) == Some(&true) && !plan.fetch_slots.contains(&f) {
+            keep(plan, &mut kept, f, v.take());
+        }
+    }
     let overlay = std::mem::take(&mut view.overlay);
     drop(view);
     drop(values);
     drop(snapshot);
-    store.commit_with(overlay, deferred)?;
+    let committed = store.commit_with(overlay, deferred);
+    plan.arena.put(kept);
+    committed?;
     Ok(outs)
 }
 
+/// Keeps the dead value of slot `f` for the next run when a kernel wrote it.
+fn keep(plan: &Plan, kept: &mut [Option<Tensor>], f: usize, dead: Option<Tensor>) {
+    let kernel = plan
+        .steps
+        .get(f)
+        .is_some_and(|st| matches!(st.op, PlanOp::Kernel(_)));
+    if let (true, Some(t), Some(&h)) = (kernel, dead, plan.home.get(f)) {
+        if let Some(k) = kept.get_mut(h) {
+            *k = Some(t);
+        }
+    }
+}
+
 /// The step counter and learning rate of an update (inputs `[var, grad, slots..., iters,
-/// lr?]`).
-fn counter_and_lr(a: &ApplyDef, ins: &[&Tensor]) -> Result<(u64, Option<f64>)> {
+/// lr?]`, held by value slots `slots`), read through the run's scalar cache.
+fn counter_and_lr(
+    a: &ApplyDef,
+    ins: &[&Tensor],
+    slots: &[usize],
+    scalars: &mut Scalars,
+) -> Result<(u64, Option<f64>)> {
     let n = a.slots.len();
-    let iters = ins
-        .get(2 + n)
-        .ok_or_else(|| Error::Graph("update needs its step counter".into()))?;
-    let t = scalar_u64(iters, "the step counter")? + 1;
+    let input = |k: usize, what: &str| match (ins.get(k), slots.get(k)) {
+        (Some(t), Some(&s)) => Ok((*t, s)),
+        _ => Err(Error::Graph(format!("update needs its {what}"))),
+    };
+    let (iters, slot) = input(2 + n, "step counter")?;
+    let t = scalar_u64(scalars.read(slot, iters)?, "the step counter")? + 1;
     let lr = if a.has_lr {
-        Some(
-            ins.get(3 + n)
-                .ok_or_else(|| Error::Graph("update needs its learning rate".into()))?
-                .item()?,
-        )
+        let (lr, slot) = input(3 + n, "learning rate")?;
+        Some(scalars.read(slot, lr)?)
     } else {
         None
     };
@@ -376,11 +489,16 @@ fn counter_and_lr(a: &ApplyDef, ins: &[&Tensor]) -> Result<(u64, Option<f64>)> {
 
 /// Checks everything an update will need (so that applying it at commit cannot fail on bad
 /// input) and returns it for [`VarStore::commit_with`].
-fn validate_update(a: &ApplyDef, ins: &[&Tensor], view: &View<'_>) -> Result<Deferred> {
+fn validate_update(
+    a: &ApplyDef,
+    ins: &[&Tensor],
+    slots: &[usize],
+    view: &mut View<'_>,
+) -> Result<Deferred> {
     let grad = ins
         .get(1)
         .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-    let (t, lr) = counter_and_lr(a, ins)?;
+    let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars)?;
     let param = view.get(a.var)?;
     if !param.dtype().is_float() {
         return Err(Error::invalid(
@@ -425,6 +543,7 @@ fn validate_update(a: &ApplyDef, ins: &[&Tensor], view: &View<'_>) -> Result<Def
 fn run_step(
     op: &PlanOp,
     ins: &[&Tensor],
+    slots: &[usize],
     feeds: &[&Tensor],
     view: &mut View<'_>,
     run_id: u64,
@@ -483,7 +602,7 @@ fn run_step(
             let grad = ins
                 .get(1)
                 .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-            let (t, lr) = counter_and_lr(a, ins)?;
+            let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars)?;
             let mut param = view.get(a.var)?;
             let mut slots = Vec::with_capacity(a.slots.len());
             for &s in &a.slots {

@@ -28,8 +28,21 @@ use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor, UnaryOp};
 #[path = "fusion_cuda.rs"]
 mod cuda;
 
-/// Elements per block of the register machine.
+/// Fewest elements per block of the register machine.
 const BLOCK: usize = 256;
+/// Most elements per block of the register machine.
+const MAX_BLOCK: usize = 4096;
+/// Bytes the registers of one block may take (they stay in the L1 cache).
+const REGISTER_BYTES: usize = 24 * 1024;
+
+/// Elements per block for `registers` registers of `size`-byte elements: as many as fit in
+/// [`REGISTER_BYTES`] (a multiple of [`BLOCK`], at least [`BLOCK`]), so that short programs
+/// (a long chain of adds needs three registers) pay the per-instruction dispatch once per
+/// several thousand elements.
+fn block_len(registers: usize, size: usize) -> usize {
+    let fit = REGISTER_BYTES / (registers.max(1) * size.max(1));
+    (fit / BLOCK * BLOCK).clamp(BLOCK, MAX_BLOCK)
+}
 
 /// A unary function the fused kernel supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,8 +476,9 @@ impl FusedElementwise {
             )
         };
         if n >= PARALLEL_THRESHOLD {
-            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(BLOCK);
-            let per = per.div_ceil(BLOCK) * BLOCK;
+            let block = block_len(self.registers, std::mem::size_of::<T>());
+            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(block);
+            let per = per.div_ceil(block) * block;
             use rayon::prelude::*;
             dst.par_chunks_mut(per)
                 .enumerate()
@@ -482,11 +496,12 @@ impl FusedElementwise {
         dst: &mut [T],
         start: usize,
     ) -> Result<()> {
-        let len = dst.len().min(BLOCK);
+        let block = block_len(self.registers, std::mem::size_of::<T>());
+        let len = dst.len().min(block);
         let mut regs = vec![T::ZERO; self.registers * len];
         let mut done = 0;
         while done < dst.len() {
-            let m = (dst.len() - done).min(BLOCK);
+            let m = (dst.len() - done).min(block);
             for (k, s) in sources.iter().enumerate() {
                 s.load(start + done, &mut regs[k * len..k * len + m])?;
             }
@@ -645,6 +660,56 @@ impl Uses {
                 .users
                 .get(&id)
                 .is_some_and(|u| u.iter().all(|x| group.contains(x)))
+    }
+    /// Like [`Uses::only_inside`], but reads of `id` for its shape only (see
+    /// [`shape_only_use`]) are allowed outside the group too.
+    fn only_inside_but_shapes(&self, plan: &PlanGraph, id: usize, group: &HashSet<usize>) -> bool {
+        !self.pinned.contains(&id)
+            && self.users.get(&id).is_some_and(|u| {
+                u.iter()
+                    .all(|&x| group.contains(&x) || shape_only_use(plan, x, id))
+            })
+    }
+
+    /// The readers of `id` that read its data (not only its shape).
+    fn data_users(&self, plan: &PlanGraph, id: usize) -> Vec<usize> {
+        self.users.get(&id).map_or_else(Vec::new, |u| {
+            u.iter()
+                .copied()
+                .filter(|&x| !shape_only_use(plan, x, id))
+                .collect()
+        })
+    }
+}
+
+/// Whether node `user` reads `id` for its shape only: the last input of `sum_to_like`,
+/// `reshape_like` and `expand_like` (when `id` is not also the first), or the input of
+/// `dim_size` and `full_like`. Such a read may move to any node of the same shape and dtype.
+fn shape_only_use(plan: &PlanGraph, user: usize, id: usize) -> bool {
+    let Some(n) = plan.node(user) else {
+        return false;
+    };
+    match &n.op {
+        PlanOp::Op(Op::SumToLike | Op::ReshapeLike | Op::ExpandLike) => {
+            matches!(n.inputs.as_slice(), &[a, b] if a != id && b == id)
+        }
+        PlanOp::Op(Op::DimSize { .. } | Op::FullLike { .. }) => n.inputs.as_slice() == [id],
+        _ => false,
+    }
+}
+
+/// Makes the shape-only reads of `old` (see [`shape_only_use`]) read `new` instead.
+fn move_shape_uses(plan: &mut PlanGraph, uses: &Uses, old: usize, new: usize) {
+    let readers: Vec<usize> = uses.users.get(&old).cloned().unwrap_or_default();
+    for u in readers {
+        if !shape_only_use(plan, u, old) {
+            continue;
+        }
+        if let Some(Some(n)) = plan.nodes.get_mut(u) {
+            for i in n.inputs.iter_mut().filter(|i| **i == old) {
+                *i = new;
+            }
+        }
     }
 }
 
@@ -1040,7 +1105,11 @@ fn matmul_bias_inputs(plan: &PlanGraph, uses: &Uses, add: usize) -> Option<(usiz
             && n_dim.is_some()
             && bnode.info.dtype == node.info.dtype;
         let group = HashSet::from([add]);
-        if is_mm && bias_ok && mnode.info == node.info && uses.only_inside(mm, &group) {
+        if is_mm
+            && bias_ok
+            && mnode.info == node.info
+            && uses.only_inside_but_shapes(plan, mm, &group)
+        {
             if let &[x, w] = mnode.inputs.as_slice() {
                 let two_d = |i: usize| plan.node(i).is_some_and(|n| n.info.shape.len() == 2);
                 if two_d(x) && two_d(w) {
@@ -1065,8 +1134,8 @@ impl Pass for MatMulBiasFusion {
             let Some((mm, inputs)) = matmul_bias_inputs(plan, &uses, add) else {
                 continue;
             };
-            // A relu that is the add's only reader joins the kernel.
-            let relu = uses.users.get(&add).and_then(|u| match u.as_slice() {
+            // A relu that is the add's only data reader joins the kernel.
+            let relu = match uses.data_users(plan, add).as_slice() {
                 &[r] if !uses.pinned.contains(&add) => plan
                     .node(r)
                     .filter(|n| {
@@ -1074,7 +1143,7 @@ impl Pass for MatMulBiasFusion {
                     })
                     .map(|_| r),
                 _ => None,
-            });
+            };
             let last = relu.unwrap_or(add);
             let Some(lnode) = plan.node(last) else {
                 continue;
@@ -1086,6 +1155,11 @@ impl Pass for MatMulBiasFusion {
                 control: vec![],
                 info: lnode.info.clone(),
             });
+            // The kernel's output has the matmul's (and the add's) shape and dtype.
+            move_shape_uses(plan, &uses, mm, new);
+            if relu.is_some() {
+                move_shape_uses(plan, &uses, add, new);
+            }
             plan.replace_uses(last, new);
             plan.remove(last);
             plan.remove(mm);

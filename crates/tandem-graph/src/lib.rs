@@ -56,6 +56,7 @@ pub mod gradients;
 pub mod graph;
 pub mod init;
 pub mod keras;
+pub mod lower;
 pub mod ops;
 pub mod optim;
 pub mod passes;
@@ -65,7 +66,7 @@ pub mod serialize;
 pub mod session;
 pub mod update;
 
-pub use exec::{is_op_marker, op_marker, RunStats};
+pub use exec::{is_op_marker, op_marker, Arena, RunStats};
 pub use graph::{AssignMode, Graph, Node, NodeKind, Output, VariableDef};
 pub use init::Initializer;
 pub use optim::{Adam, AdamW, GradientDescent, LearningRate, Momentum, Optimizer, RmsProp};

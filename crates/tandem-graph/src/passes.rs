@@ -8,7 +8,7 @@
 use crate::plan::{PlanGraph, PlanNode, PlanOp};
 use std::collections::HashMap;
 use tandem_ir::{eval, Op};
-use tandem_tensor::{BinaryOp, Result, Tensor};
+use tandem_tensor::{BinaryOp, Result, Tensor, UnaryOp};
 
 /// A rewrite of a plan graph.
 pub trait Pass: Send + Sync {
@@ -186,6 +186,7 @@ impl Pass for CommonSubexpressionElimination {
 
 /// Algebraic identities: `x*1`, `1*x`, `x+0`, `0+x`, `x-0`, `x/1`, permute of permute,
 /// reshape chains, cast to the same dtype, expand / sum-to to the same known shape,
+/// `x > c` (`c >= 0`) as `relu(x) > c` when `relu(x)` is computed anyway,
 /// `stop_gradient` and `identity` (plans only run forward, gradients are already built).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AlgebraicSimplification;
@@ -218,6 +219,24 @@ fn simplify(plan: &PlanGraph, id: usize) -> Option<Rewrite> {
     match op {
         Op::StopGradient => forward(x),
         Op::Cast(d) if *d == input.info.dtype => forward(x),
+        // `x > c` with `c >= 0` equals `relu(x) > c` (NaN is false in both): reading the relu
+        // (relu's gradient mask) instead of its input lets the input die at the relu, and
+        // lets matmul + bias + relu fuse.
+        Op::Scalar {
+            op: BinaryOp::Gt,
+            value,
+            scalar_on_left: false,
+        } if *value >= 0.0 => {
+            let relu = plan.live().into_iter().find(|&r| {
+                plan.node(r).is_some_and(|n| {
+                    matches!(n.op, PlanOp::Op(Op::Unary(UnaryOp::Relu)))
+                        && n.inputs.as_slice() == [x]
+                        && n.control.is_empty()
+                        && n.info == input.info
+                })
+            })?;
+            Some(Rewrite::Replace(op.clone(), vec![relu]))
+        }
         Op::Scalar {
             op: b,
             value,

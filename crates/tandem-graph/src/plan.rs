@@ -21,6 +21,7 @@
 //! optimizer updates, initialization) go to a per-run overlay and are committed together
 //! after every step succeeded.
 
+use crate::exec::Arena;
 use crate::graph::{ApplyDef, AssignMode, GraphData, NodeKind, VariableDef};
 use std::collections::HashMap;
 use std::fmt;
@@ -339,6 +340,12 @@ pub struct Plan {
     /// Per slot: whether its value, once dead, is kept for a later step's [`Step::reuse`]
     /// instead of being dropped.
     pub donors: Vec<bool>,
+    /// Per slot: the first slot of its buffer's [`Step::reuse`] chain (itself when the step
+    /// reuses nothing). A kernel's dead buffer is kept in [`Plan::arena`] under this slot, so
+    /// that the next run's first kernel of the chain writes into it again.
+    pub home: Vec<usize>,
+    /// Kernel output buffers kept from one run to the next.
+    pub arena: Arena,
 }
 
 /// Variables a step reads or writes (by variable index).
@@ -383,9 +390,42 @@ pub(crate) fn owns_output(op: &PlanOp) -> bool {
 /// (greedy, in step order, each dead value used once; the reused output may die and be
 /// reused again). Returns which slots donate their buffer ([`Plan::donors`]).
 fn plan_reuse(steps: &mut [Step]) -> Vec<bool> {
-    let mut donors = vec![false; steps.len()];
+    let n = steps.len();
+    let mut donors = vec![false; n];
+    // A view (or pass-through) may share its input's buffer: the buffer is dead only when
+    // the value and every value that may alias it are dead.
+    let mut root: Vec<usize> = (0..n).collect();
+    for s in 0..n {
+        let aliases =
+            !owns_output(&steps[s].op) && matches!(steps[s].op, PlanOp::Op(_) | PlanOp::Identity);
+        if let (true, Some(&i)) = (aliases, steps[s].inputs.first()) {
+            root[s] = root.get(i).copied().unwrap_or(s);
+        }
+    }
+    let mut death = vec![usize::MAX; n];
+    for (at, st) in steps.iter().enumerate() {
+        for &f in &st.free {
+            if let Some(d) = death.get_mut(f) {
+                *d = at;
+            }
+        }
+    }
+    // The step after which each buffer is dead (`usize::MAX`: never, e.g. fetched).
+    let mut buffer_death = vec![0usize; n];
+    for s in 0..n {
+        let r = root[s];
+        buffer_death[r] = buffer_death[r].max(death[s]);
+    }
+    let mut dies_at: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for s in 0..n {
+        if root[s] == s && owns_output(&steps[s].op) {
+            if let Some(list) = dies_at.get_mut(buffer_death[s]) {
+                list.push(s);
+            }
+        }
+    }
     let mut pool: Vec<usize> = Vec::new();
-    for s in 0..steps.len() {
+    for s in 0..n {
         if matches!(steps[s].op, PlanOp::Kernel(_)) {
             let info = &steps[s].info;
             if let Some(k) = pool.iter().position(|&d| steps[d].info == *info) {
@@ -394,13 +434,7 @@ fn plan_reuse(steps: &mut [Step]) -> Vec<bool> {
                 steps[s].reuse = Some(d);
             }
         }
-        let freed: Vec<usize> = steps[s]
-            .free
-            .iter()
-            .copied()
-            .filter(|&f| f != s && owns_output(&steps[f].op))
-            .collect();
-        pool.extend(freed);
+        pool.extend(dies_at[s].iter().copied().filter(|&f| f != s));
     }
     donors
 }
@@ -513,6 +547,12 @@ impl Plan {
         let writes_variables = steps.iter().any(|s| s.op.has_side_effects());
         let deferred = deferrable(&steps, &fetch_slots);
         let donors = plan_reuse(&mut steps);
+        let mut home: Vec<usize> = (0..steps.len()).collect();
+        for s in 0..steps.len() {
+            if let Some(d) = steps[s].reuse {
+                home[s] = home.get(d).copied().unwrap_or(s);
+            }
+        }
         Ok(Plan {
             steps,
             fetch_slots,
@@ -520,6 +560,8 @@ impl Plan {
             writes_variables,
             deferred,
             donors,
+            home,
+            arena: Arena::default(),
         })
     }
 

@@ -64,14 +64,19 @@ impl Shared {
         stats: Option<&mut RunStats>,
     ) -> Result<Vec<Tensor>> {
         let moved = to_device(feeds, self.vars.device())?;
-        let feeds: Vec<&Tensor> = match &moved {
-            Some(m) => m.iter().collect(),
-            None => feeds.to_vec(),
+        let moved_refs: Vec<&Tensor>;
+        let feeds: &[&Tensor] = match &moved {
+            Some(m) => {
+                moved_refs = m.iter().collect();
+                &moved_refs
+            }
+            // The usual case: no copy of the feed list.
+            None => feeds,
         };
         let run_id = self.runs.fetch_add(1, Ordering::Relaxed);
         execute(
             plan,
-            &feeds,
+            feeds,
             &self.vars,
             run_id,
             &self.names(),
@@ -276,6 +281,7 @@ impl Session {
         };
         if self.options.optimize {
             run_passes(&mut pg, &self.passes)?;
+            crate::lower::lower(&mut pg);
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let mut plan = Plan::schedule(&pg)?;

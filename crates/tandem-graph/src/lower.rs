@@ -1,0 +1,268 @@
+//! Lowering, run once after the optimizer passes: the 2-D float matrix products that no
+//! fusion took become [`MatMulKernel`] steps, and `g * cast(x > c)` (relu's gradient) becomes
+//! one [`MaskMul`] pass over memory instead of three. A kernel step receives an output buffer from
+//! memory planning (a value that died earlier in the run, or its own buffer of the previous
+//! run, see [`crate::exec::Arena`]), so a training step's large products (a weight gradient
+//! is as big as the weight) are written into the same memory every run instead of a fresh
+//! allocation.
+
+use crate::plan::{Kernel, PlanGraph, PlanOp};
+use std::sync::Arc;
+use tandem_ir::{eval, Op};
+use tandem_tensor::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
+use tandem_tensor::cpu::simd::{dispatch, PARALLEL_THRESHOLD};
+use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor};
+
+/// `x @ w` for 2-D `x [M, K]` and `w [K, N]` (f32 or f64): the same `gemm` call as
+/// [`Tensor::matmul`] (so the same numbers), written into the buffer it is given when that
+/// buffer has the output's shape and dtype. Other dtypes and devices run
+/// [`Tensor::matmul`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatMulKernel;
+
+fn strides2(t: &Tensor) -> [usize; 2] {
+    match t.strides() {
+        &[a, b] => [a, b],
+        _ => [0, 0],
+    }
+}
+
+impl MatMulKernel {
+    fn run_typed<T: GemmScalar>(x: &Tensor, w: &Tensor, out: Option<Tensor>) -> Result<Tensor> {
+        let (&[m, k], &[k2, n]) = (x.shape(), w.shape()) else {
+            return x.matmul(w);
+        };
+        if k != k2 {
+            // Tensor::matmul words the error.
+            return x.matmul(w);
+        }
+        let (xs, xl) = x.cpu("matmul")?;
+        let (ws, wl) = w.cpu("matmul")?;
+        let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
+        let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
+        let mut result = match out {
+            Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
+            _ => Tensor::zeros(&[m, n], T::DTYPE),
+        };
+        let dst = result.make_mut::<T>()?;
+        gemm(
+            MatMut::row_major(dst, m, n)?,
+            lhs,
+            rhs,
+            false,
+            Threads::Auto,
+        )?;
+        Ok(result)
+    }
+}
+
+impl Kernel for MatMulKernel {
+    fn name(&self) -> &str {
+        "matmul_into"
+    }
+
+    fn run(&self, inputs: &[&Tensor], out: Option<Tensor>) -> Result<Tensor> {
+        let &[x, w] = inputs else {
+            return Err(Error::Graph(format!(
+                "matmul kernel: expects 2 inputs, got {}",
+                inputs.len()
+            )));
+        };
+        let host = x.device().is_cpu() && w.device().is_cpu();
+        match (x.dtype(), w.dtype()) {
+            (DType::F32, DType::F32) if host => MatMulKernel::run_typed::<f32>(x, w, out),
+            (DType::F64, DType::F64) if host => MatMulKernel::run_typed::<f64>(x, w, out),
+            _ => x.matmul(w),
+        }
+    }
+}
+
+/// `g * cast(x > c)` (inputs `[g, x]`, `g` and `x` of one float dtype): relu's gradient
+/// mask and product in one pass. Same-shape contiguous f32/f64 inputs on the CPU run a fused
+/// loop (`g * 1` or `g * 0`, exactly the unfused numbers); anything else runs the three ops.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskMul {
+    threshold: f64,
+    mask_first: bool,
+}
+
+impl MaskMul {
+    /// The kernel for `g * cast(x > threshold)`, or `cast(x > threshold) * g` when
+    /// `mask_first` (the product's operand order, kept for exactness).
+    pub fn new(threshold: f64, mask_first: bool) -> MaskMul {
+        MaskMul {
+            threshold,
+            mask_first,
+        }
+    }
+
+    fn general(&self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let gt = eval(
+            &Op::Scalar {
+                op: BinaryOp::Gt,
+                value: self.threshold,
+                scalar_on_left: false,
+            },
+            &[x],
+        )?;
+        let mask = eval(&Op::Cast(g.dtype()), &[&gt])?;
+        let ins: [&Tensor; 2] = if self.mask_first {
+            [&mask, g]
+        } else {
+            [g, &mask]
+        };
+        eval(&Op::Binary(BinaryOp::Mul), &ins)
+    }
+
+    fn run_typed<T: Element + PartialOrd + std::ops::Mul<Output = T> + Send + Sync>(
+        &self,
+        g: &Tensor,
+        x: &Tensor,
+        out: Option<Tensor>,
+    ) -> Result<Tensor> {
+        let (gv, xv) = match (g.as_slice::<T>(), x.as_slice::<T>()) {
+            (Some(a), Some(b)) if a.len() == b.len() => (a, b),
+            _ => return self.general(g, x),
+        };
+        let mut result = match out {
+            Some(t) if t.shape() == g.shape() && t.dtype() == T::DTYPE && t.is_contiguous() => t,
+            _ => Tensor::zeros(g.shape(), T::DTYPE),
+        };
+        let c = T::from_f64(self.threshold);
+        let (one, zero) = (T::from_f64(1.0), T::from_f64(0.0));
+        let first = self.mask_first;
+        let dst = result.make_mut::<T>()?;
+        let body = |d: &mut [T], a: &[T], b: &[T]| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    for ((o, &gi), &xi) in d.iter_mut().zip(a).zip(b) {
+                        let m = if xi > c { one } else { zero };
+                        *o = if first { m * gi } else { gi * m };
+                    }
+                },
+            )
+        };
+        let n = dst.len();
+        if n >= PARALLEL_THRESHOLD {
+            use rayon::prelude::*;
+            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(4096);
+            dst.par_chunks_mut(per)
+                .zip(gv.par_chunks(per))
+                .zip(xv.par_chunks(per))
+                .for_each(|((d, a), b)| body(d, a, b));
+        } else {
+            body(dst, gv, xv);
+        }
+        Ok(result)
+    }
+}
+
+impl Kernel for MaskMul {
+    fn name(&self) -> &str {
+        "mask_mul"
+    }
+
+    fn run(&self, inputs: &[&Tensor], out: Option<Tensor>) -> Result<Tensor> {
+        let &[g, x] = inputs else {
+            return Err(Error::Graph(format!(
+                "mask_mul: expects 2 inputs, got {}",
+                inputs.len()
+            )));
+        };
+        let fast = g.shape() == x.shape()
+            && g.dtype() == x.dtype()
+            && g.device().is_cpu()
+            && x.device().is_cpu();
+        match g.dtype() {
+            DType::F32 if fast => self.run_typed::<f32>(g, x, out),
+            DType::F64 if fast => self.run_typed::<f64>(g, x, out),
+            _ => self.general(g, x),
+        }
+    }
+}
+
+/// The `[g, x]`, threshold and operand order of a `g * cast(x > c)` node, when it is one.
+fn mask_mul_of(plan: &PlanGraph, id: usize) -> Option<([usize; 2], f64, bool)> {
+    let node = plan.node(id)?;
+    if !matches!(node.op, PlanOp::Op(Op::Binary(BinaryOp::Mul)))
+        || !node.control.is_empty()
+        || !matches!(node.info.dtype, DType::F32 | DType::F64)
+    {
+        return None;
+    }
+    let &[p, q] = node.inputs.as_slice() else {
+        return None;
+    };
+    for (g, k, mask_first) in [(p, q, false), (q, p, true)] {
+        let cast = plan.node(k)?;
+        let (PlanOp::Op(Op::Cast(d)), &[cmp]) = (&cast.op, cast.inputs.as_slice()) else {
+            continue;
+        };
+        let cmp_node = plan.node(cmp)?;
+        let (
+            PlanOp::Op(Op::Scalar {
+                op: BinaryOp::Gt,
+                value,
+                scalar_on_left: false,
+            }),
+            &[x],
+        ) = (&cmp_node.op, cmp_node.inputs.as_slice())
+        else {
+            continue;
+        };
+        let same = |i: usize| plan.node(i).is_some_and(|n| n.info == node.info);
+        if *d == node.info.dtype && same(g) && same(x) && cast.control.is_empty() {
+            return Some(([g, x], *value, mask_first));
+        }
+    }
+    None
+}
+
+/// Replaces every `g * cast(x > c)` node (g, x and the product of one float dtype and shape)
+/// by a [`MaskMul`] kernel. The comparison and cast stay in the plan graph; scheduling drops
+/// them when nothing else reads them. Returns whether anything changed.
+pub fn lower_mask_muls(plan: &mut PlanGraph) -> bool {
+    let mut changed = false;
+    for id in plan.live() {
+        let Some((inputs, c, first)) = mask_mul_of(plan, id) else {
+            continue;
+        };
+        if let Some(Some(n)) = plan.nodes.get_mut(id) {
+            n.op = PlanOp::Kernel(Arc::new(MaskMul::new(c, first)));
+            n.inputs = inputs.to_vec();
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Runs every lowering of this module. Returns whether anything changed.
+pub fn lower(plan: &mut PlanGraph) -> bool {
+    let a = lower_mask_muls(plan);
+    let b = lower_matmuls(plan);
+    a | b
+}
+
+/// Replaces every 2-D f32/f64 `matmul` node without control inputs by a [`MatMulKernel`].
+/// Returns whether anything changed.
+pub fn lower_matmuls(plan: &mut PlanGraph) -> bool {
+    let mut changed = false;
+    for id in plan.live() {
+        let two_d = |i: usize| plan.node(i).is_some_and(|n| n.info.shape.len() == 2);
+        let Some(node) = plan.node(id) else { continue };
+        let fits = matches!(node.op, PlanOp::Op(Op::MatMul))
+            && node.control.is_empty()
+            && matches!(node.info.dtype, DType::F32 | DType::F64)
+            && node.inputs.len() == 2
+            && node.inputs.iter().all(|&i| two_d(i));
+        if !fits {
+            continue;
+        }
+        if let Some(Some(n)) = plan.nodes.get_mut(id) {
+            n.op = PlanOp::Kernel(Arc::new(MatMulKernel));
+            changed = true;
+        }
+    }
+    changed
+}

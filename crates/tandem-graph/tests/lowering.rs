@@ -1,0 +1,204 @@
+//! Lowering and buffers kept between runs: the matmul and relu-mask kernels compute exactly
+//! what the ops they replace compute (odd sizes, transposed and sliced operands, with and
+//! without an output buffer), whole graphs give the same numbers lowered or not, and a
+//! kept buffer is written again on the next run but never while the caller holds it.
+
+use proptest::prelude::*;
+use tandem_graph::lower::{MaskMul, MatMulKernel};
+use tandem_graph::plan::Kernel;
+use tandem_graph::{Graph, Session, SessionOptions};
+use tandem_ir::{eval, EmitExt, Functional, Op};
+use tandem_tensor::{BinaryOp, DType, Tensor};
+
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64, dt: DType) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(values(n, seed), shape)
+        .unwrap()
+        .cast(dt)
+        .unwrap()
+}
+
+/// `g * cast(x > c)` through the three ops, in either operand order.
+fn mask_mul_reference(g: &Tensor, x: &Tensor, c: f64, mask_first: bool) -> Tensor {
+    let gt = eval(
+        &Op::Scalar {
+            op: BinaryOp::Gt,
+            value: c,
+            scalar_on_left: false,
+        },
+        &[x],
+    )
+    .unwrap();
+    let m = eval(&Op::Cast(g.dtype()), &[&gt]).unwrap();
+    let ins = if mask_first { [&m, g] } else { [g, &m] };
+    eval(&Op::Binary(BinaryOp::Mul), &ins).unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u64> {
+    t.to_f64_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The fused mask product equals the three ops bit for bit, on contiguous, transposed
+    /// and broadcast inputs, with and without a buffer to write into.
+    #[test]
+    fn mask_mul_equals_the_ops(
+        rows in prop_oneof![Just(1usize), Just(3), Just(17), Just(300)],
+        cols in prop_oneof![Just(1usize), Just(5), Just(33), Just(130)],
+        c in prop_oneof![Just(0.0f64), Just(0.25)],
+        layout in 0u8..3,
+        mask_first in any::<bool>(),
+        f64_ in any::<bool>(),
+    ) {
+        let dt = if f64_ { DType::F64 } else { DType::F32 };
+        let g = tensor(&[rows, cols], 1, dt);
+        let x = match layout {
+            0 => tensor(&[rows, cols], 2, dt),
+            1 => tensor(&[cols, rows], 3, dt).permute(&[1, 0]).unwrap(),
+            _ => tensor(&[cols], 4, dt).expand(&[rows, cols]).unwrap(),
+        };
+        let want = mask_mul_reference(&g, &x, c, mask_first);
+        let k = MaskMul::new(c, mask_first);
+        let got = k.run(&[&g, &x], None).unwrap();
+        prop_assert_eq!(got.shape(), want.shape());
+        prop_assert_eq!(bits(&got), bits(&want));
+        let buf = Tensor::full(&[rows, cols], 9.0, dt);
+        let got = k.run(&[&g, &x], Some(buf)).unwrap();
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+
+    /// The matmul kernel equals `Tensor::matmul` bit for bit, with transposed and sliced
+    /// operands and with a (right or wrong shaped) buffer.
+    #[test]
+    fn matmul_kernel_equals_tensor_matmul(
+        m in prop_oneof![Just(1usize), Just(3), Just(17), Just(64)],
+        k in prop_oneof![Just(1usize), Just(7), Just(64), Just(300)],
+        n in prop_oneof![Just(1usize), Just(5), Just(33), Just(128)],
+        lhs_t in any::<bool>(),
+        rhs_slice in any::<bool>(),
+        f64_ in any::<bool>(),
+    ) {
+        let dt = if f64_ { DType::F64 } else { DType::F32 };
+        let a = if lhs_t {
+            tensor(&[k, m], 5, dt).permute(&[1, 0]).unwrap()
+        } else {
+            tensor(&[m, k], 5, dt)
+        };
+        let b = if rhs_slice {
+            tensor(&[k, n + 3], 6, dt).slice(1, 2, (n + 2) as isize, 1).unwrap()
+        } else {
+            tensor(&[k, n], 6, dt)
+        };
+        let want = a.matmul(&b).unwrap();
+        let got = MatMulKernel.run(&[&a, &b], None).unwrap();
+        prop_assert_eq!(got.shape(), want.shape());
+        prop_assert_eq!(bits(&got), bits(&want));
+        let got = MatMulKernel.run(&[&a, &b], Some(Tensor::full(&[m, n], 3.0, dt))).unwrap();
+        prop_assert_eq!(bits(&got), bits(&want));
+        let wrong = Tensor::zeros(&[m + 1, n], dt);
+        let got = MatMulKernel.run(&[&a, &b], Some(wrong)).unwrap();
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+}
+
+/// A small MLP with a relu: forward and the gradients of its weights.
+fn mlp() -> (Graph, tandem_graph::Output, Vec<tandem_graph::Output>) {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[None, Some(7)]).unwrap();
+    let w1 = g.variable("w1", tensor(&[5, 7], 11, DType::F32)).unwrap();
+    let b1 = g.variable("b1", tensor(&[5], 12, DType::F32)).unwrap();
+    let w2 = g.variable("w2", tensor(&[3, 5], 13, DType::F32)).unwrap();
+    let h = g.relu(&g.linear(&x, &w1, Some(&b1)).unwrap()).unwrap();
+    let y = g.linear(&h, &w2, None).unwrap();
+    let loss = g.sum(&g.square(&y).unwrap(), &[0, 1], false).unwrap();
+    let grads: Vec<_> = g
+        .gradients(&[&loss], &[&w1, &b1, &w2], None)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    (g, x, grads)
+}
+
+#[test]
+fn lowered_plans_compute_what_unoptimized_plans_compute() {
+    let (g, x, grads) = mlp();
+    let fetches: Vec<&tandem_graph::Output> = grads.iter().collect();
+    let s = Session::new(&g).unwrap();
+    let plan = s.explain(&fetches, &[&x]).unwrap();
+    assert!(plan.contains("matmul_into"), "{plan}");
+    assert!(plan.contains("mask_mul"), "{plan}");
+    assert!(plan.contains("matmul_bias_relu"), "{plan}");
+    let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
+    let run = s.callable(&fetches, &[&x]).unwrap();
+    for (i, batch) in [4usize, 4, 9, 1].into_iter().enumerate() {
+        let xs = tensor(&[batch, 7], 20 + i as u64, DType::F32);
+        let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
+        let got = run.run(std::slice::from_ref(&xs)).unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn kept_buffers_are_written_again_but_never_while_the_caller_holds_them() {
+    let g = Graph::new();
+    let x = g
+        .placeholder("x", DType::F32, &[Some(40), Some(30)])
+        .unwrap();
+    let w = g
+        .placeholder("w", DType::F32, &[Some(30), Some(20)])
+        .unwrap();
+    // `p` is a kernel output that dies inside the run (kept), `q` is fetched.
+    let p = g.matmul(&x, &w).unwrap();
+    let q = g.tanh(&g.add_scalar(&p, 1.0).unwrap()).unwrap();
+    let s = Session::new(&g).unwrap();
+    let run = s.callable(&[&q], &[&x, &w]).unwrap();
+    let feeds = |seed: u64| {
+        [
+            tensor(&[40, 30], seed, DType::F32),
+            tensor(&[30, 20], seed + 1, DType::F32),
+        ]
+    };
+    let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
+    let want = |seed: u64| {
+        let f = feeds(seed);
+        plain.run(&[&q], &[(&x, &f[0]), (&w, &f[1])]).unwrap()[0]
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let (first, stats) = run.run_with_stats(&feeds(1)).unwrap();
+    assert_eq!(stats.kept_bytes, 0, "{stats:?}");
+    assert!(run.plan().arena.bytes() > 0);
+    let held = first[0].clone();
+    let (second, stats) = run.run_with_stats(&feeds(3)).unwrap();
+    assert!(stats.kept_bytes >= 40 * 20 * 4, "{stats:?}");
+    assert_eq!(second[0].to_vec::<f32>().unwrap(), want(3));
+    // The first result, still held, was not overwritten by the second run (nor the third).
+    let (third, _) = run.run_with_stats(&feeds(5)).unwrap();
+    assert_eq!(held.to_vec::<f32>().unwrap(), want(1));
+    assert_eq!(third[0].to_vec::<f32>().unwrap(), want(5));
+    assert_eq!(second[0].to_vec::<f32>().unwrap(), want(3));
+}
