@@ -13,8 +13,11 @@
 //! that entry unknown and turns it into a `-1` when it reaches a `Reshape`.
 
 mod node;
+mod ops_convt;
+mod ops_extra;
 mod ops_math;
 mod ops_nn;
+mod ops_resize;
 mod ops_shape;
 
 use crate::proto::{DimValue, GraphProto, ModelProto, NodeProto, ValueInfoProto};

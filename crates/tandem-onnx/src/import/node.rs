@@ -1,7 +1,7 @@
 //! One node being imported: its attributes, its inputs (values plus whatever is known about
 //! them at import time) and the dispatch from `op_type` to the mapping functions.
 
-use super::{ops_math, ops_nn, ops_shape};
+use super::{ops_convt, ops_extra, ops_math, ops_nn, ops_resize, ops_shape};
 use crate::proto::{attr_type, AttributeProto, NodeProto, TensorProto};
 use tandem_ir::Emit;
 use tandem_tensor::{DType, Error, Result, Tensor};
@@ -45,12 +45,16 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "BatchNormalization",
     "Cast",
     "Ceil",
+    "Celu",
     "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvTranspose",
     "Cos",
+    "CumSum",
+    "DepthToSpace",
     "Div",
     "Dropout",
     "Elu",
@@ -82,22 +86,32 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "MaxPool",
     "Mean",
     "Min",
+    "Mish",
+    "Mod",
     "Mul",
     "Neg",
     "Not",
+    "OneHot",
     "Or",
     "PRelu",
     "Pad",
     "Pow",
+    "Range",
     "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
     "ReduceMax",
     "ReduceMean",
     "ReduceMin",
     "ReduceProd",
     "ReduceSum",
+    "ReduceSumSquare",
     "Relu",
     "Reshape",
+    "Resize",
     "Round",
+    "Selu",
     "Shape",
     "Sigmoid",
     "Sign",
@@ -106,14 +120,19 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "Slice",
     "Softmax",
     "Softplus",
+    "Softsign",
+    "SpaceToDepth",
     "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
     "Tanh",
+    "ThresholdedRelu",
+    "Tile",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
     "Where",
 ];
 
@@ -311,6 +330,15 @@ pub(crate) fn apply_node<F: Emit>(
         return r;
     }
     if let Some(r) = ops_nn::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_convt::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_resize::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_extra::apply(op, ctx, f, args) {
         return r;
     }
     Err(ctx.err(format!("op {op} is not supported at opset {}", ctx.opset)))
