@@ -109,6 +109,13 @@ fn misc_ops() {
 }
 
 #[test]
+fn resize_convt_modes() {
+    // Every Resize coordinate mapping and rounding mode, and ConvTranspose padding forms,
+    // against ONNX Runtime.
+    check_model(&entry("resize_convt_modes"));
+}
+
+#[test]
 fn every_manifest_model_is_covered() {
     let m = manifest();
     let names: Vec<&str> = m["models"]
@@ -126,7 +133,8 @@ fn every_manifest_model_is_covered() {
                 "multiop",
                 "keras_dense",
                 "decoder_upsample",
-                "misc_ops"
+                "misc_ops",
+                "resize_convt_modes"
             ]
             .contains(n),
             "a new fixture model {n} needs a test"

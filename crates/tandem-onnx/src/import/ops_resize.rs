@@ -75,23 +75,26 @@ impl Coord {
     }
 
     /// The input coordinate of output index `j` for an axis of `n_in` -> `n_out` at `scale`.
+    /// Computed in f32 like ONNX Runtime, so that coordinates landing on a pixel boundary
+    /// round the same way.
     fn source(self, j: usize, n_in: usize, n_out: usize, scale: f64) -> f64 {
-        let j = j as f64;
-        let (fi, fo) = (n_in as f64, n_out as f64);
-        match self {
-            Coord::HalfPixel => (j + 0.5) / scale - 0.5,
+        let (j, s) = (j as f32, scale as f32);
+        let (fi, fo) = (n_in as f32, n_out as f32);
+        let v = match self {
+            Coord::HalfPixel => (j + 0.5) / s - 0.5,
             Coord::HalfPixelSymmetric => {
-                let adjustment = fo / (scale * fi);
+                let adjustment = fo / (s * fi);
                 let center = fi / 2.0;
-                center * (1.0 - adjustment) + (j + 0.5) / scale - 0.5
+                center * (1.0 - adjustment) + (j + 0.5) / s - 0.5
             }
-            Coord::PytorchHalfPixel if n_out > 1 => (j + 0.5) / scale - 0.5,
+            Coord::PytorchHalfPixel if n_out > 1 => (j + 0.5) / s - 0.5,
             Coord::PytorchHalfPixel => 0.0,
             Coord::AlignCorners if n_out > 1 => j * (fi - 1.0) / (fo - 1.0),
             Coord::AlignCorners => 0.0,
-            Coord::Asymmetric => j / scale,
-            Coord::TfHalfPixelForNn => (j + 0.5) / scale,
-        }
+            Coord::Asymmetric => j / s,
+            Coord::TfHalfPixelForNn => (j + 0.5) / s,
+        };
+        f64::from(v)
     }
 }
 
@@ -264,7 +267,7 @@ fn targets<F: Emit>(
                 let n = dims[a].ok_or_else(|| {
                     ctx.err(format!("axis {a} is resized but its size is not known"))
                 })?;
-                out[a] = (Some(s), s as f64 / n as f64);
+                out[a] = (Some(s), f64::from(s as f32 / n as f32));
             }
         }
         (Some(scales), None) => {
@@ -284,7 +287,8 @@ fn targets<F: Emit>(
                 let n = dims[a].ok_or_else(|| {
                     ctx.err(format!("axis {a} is resized but its size is not known"))
                 })?;
-                let o = (n as f64 * s).floor() as usize;
+                // f32 product, like ONNX Runtime.
+                let o = (n as f32 * s as f32).floor() as usize;
                 if o == 0 {
                     return Err(ctx.err(format!("scale {s} leaves axis {a} empty")));
                 }
