@@ -522,13 +522,15 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     let xd = f.shape(x);
     let out_rank = xd.len().max(shape.len());
     check_rank(ctx, out_rank)?;
-    let mut out = vec![0usize; out_rank];
+    let mut out: Vec<Option<usize>> = vec![None; out_rank];
     for (i, o) in out.iter_mut().enumerate() {
         let xi = (i + xd.len()).checked_sub(out_rank).map(|j| xd[j]);
         let si = (i + shape.len()).checked_sub(out_rank).map(|j| shape[j]);
         *o = match (xi, si) {
-            (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => d,
-            (_, Some(s)) if s >= 0 => s as usize,
+            (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => Some(d),
+            // A run-time dim (the batch) broadcast against 1 stays as it is.
+            (Some(None), Some(1)) | (Some(None), None) => None,
+            (_, Some(s)) if s >= 0 => Some(s as usize),
             _ => {
                 return Err(ctx.err(format!(
                     "cannot expand input of shape {} to {shape:?}",
@@ -537,9 +539,29 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
             }
         };
     }
-    let dims: Vec<Option<usize>> = out.iter().map(|&d| Some(d)).collect();
-    check_created(ctx, "result", &dims)?;
-    one(f.expand(x, &out)?)
+    check_created(ctx, "result", &out)?;
+    if let Some(known) = out.iter().copied().collect::<Option<Vec<usize>>>() {
+        return one(f.expand(x, &known)?);
+    }
+    // Some dims are only known at run time: a no-op when nothing grows (PyTorch's `repeat`
+    // exports Expand to ones), else broadcasting against zeros of the static part.
+    let lead = out_rank - xd.len();
+    if out[lead..] == xd[..] {
+        let mut y = x.clone();
+        for _ in 0..lead {
+            y = f.unsqueeze(&y, 0)?;
+        }
+        return one(y);
+    }
+    let dtype = f.dtype(x);
+    if dtype == DType::Bool {
+        return Err(ctx.err(format!(
+            "cannot expand a bool input of shape {} with run-time dims",
+            tandem_ir::infer::fmt_shape(&xd)
+        )));
+    }
+    let base: Vec<usize> = out.iter().map(|d| d.unwrap_or(1)).collect();
+    one(f.add(x, &f.full(&base, 0.0, dtype)?)?)
 }
 
 fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
