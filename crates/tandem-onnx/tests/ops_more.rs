@@ -520,3 +520,77 @@ fn pytorch_decoder_imports_with_a_dynamic_batch() {
         ]
     );
 }
+
+#[test]
+fn conv_transpose_1d_output_padding() {
+    // Stride 2, 1-tap kernel, output_padding 1: [1, 2] -> [1, 0, 2, 0].
+    let x = f32s(&[1.0, 2.0], &[1, 1, 2]);
+    let bytes = unary_model(
+        13,
+        "ConvTranspose",
+        &[Some(1), Some(1), Some(2)],
+        &[("w", f32s(&[1.0], &[1, 1, 1]))],
+        &["w"],
+        vec![ais("strides", &[2]), ais("output_padding", &[1])],
+    );
+    assert_close(&run(&bytes, &[x])[0], &[1.0, 0.0, 2.0, 0.0], &[1, 1, 4]);
+}
+
+#[test]
+fn einsum_matmul_like_equations() {
+    let a = f32s(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let b = f32s(&[1.0, 0.0, -1.0, 2.0, 0.5, 1.0], &[3, 2]);
+    let ab = [0.5, 7.0, 2.0, 16.0];
+    let cases: [(&str, Tensor, Vec<f64>, &[usize]); 5] = [
+        ("ij,jk->ik", b.clone(), ab.to_vec(), &[2, 2]),
+        // Implicit output: letters used once, alphabetically (i, k).
+        ("ij,jk", b.clone(), ab.to_vec(), &[2, 2]),
+        // Transposed product: (A B)^T.
+        ("ij,jk->ki", b.clone(), vec![0.5, 2.0, 7.0, 16.0], &[2, 2]),
+        // Batched over i, contracted over j: row-wise dot products.
+        (
+            "ij,ij->i",
+            a.clone(),
+            vec![1.0 + 4.0 + 9.0, 16.0 + 25.0 + 36.0],
+            &[2],
+        ),
+        // Everything contracted: the sum of A * A.
+        ("ij,ij->", a.clone(), vec![91.0], &[]),
+    ];
+    for (eq, second, want, shape) in cases {
+        let bytes = unary_model(
+            12,
+            "Einsum",
+            &[Some(2), Some(3)],
+            &[("b", second)],
+            &["b"],
+            vec![astr("equation", eq)],
+        );
+        assert_close(&run(&bytes, std::slice::from_ref(&a))[0], &want, shape);
+    }
+    // One operand: a transpose and a row sum.
+    let bytes = unary_model(
+        12,
+        "Einsum",
+        &[Some(2), Some(3)],
+        &[],
+        &[],
+        vec![astr("equation", "ij->j")],
+    );
+    assert_close(
+        &run(&bytes, std::slice::from_ref(&a))[0],
+        &[5.0, 7.0, 9.0],
+        &[3],
+    );
+    // A repeated letter (trace) is refused with the equation named.
+    let bytes = unary_model(
+        12,
+        "Einsum",
+        &[Some(2), Some(3)],
+        &[],
+        &[],
+        vec![astr("equation", "ii->i")],
+    );
+    let e = run_err(&bytes, &[a]);
+    assert!(e.contains("ii->i") && e.contains("Einsum"), "{e}");
+}

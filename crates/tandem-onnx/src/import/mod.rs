@@ -14,6 +14,7 @@
 
 mod node;
 mod ops_convt;
+mod ops_einsum;
 mod ops_extra;
 mod ops_math;
 mod ops_nn;

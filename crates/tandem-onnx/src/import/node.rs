@@ -1,7 +1,7 @@
 //! One node being imported: its attributes, its inputs (values plus whatever is known about
 //! them at import time) and the dispatch from `op_type` to the mapping functions.
 
-use super::{ops_convt, ops_extra, ops_math, ops_nn, ops_resize, ops_shape};
+use super::{ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_resize, ops_shape};
 use crate::proto::{attr_type, AttributeProto, NodeProto, TensorProto};
 use tandem_ir::Emit;
 use tandem_tensor::{DType, Error, Result, Tensor};
@@ -57,6 +57,7 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "DepthToSpace",
     "Div",
     "Dropout",
+    "Einsum",
     "Elu",
     "Equal",
     "Erf",
@@ -339,6 +340,9 @@ pub(crate) fn apply_node<F: Emit>(
         return r;
     }
     if let Some(r) = ops_extra::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_einsum::apply(op, ctx, f, args) {
         return r;
     }
     Err(ctx.err(format!("op {op} is not supported at opset {}", ctx.opset)))

@@ -133,7 +133,11 @@ fn conv_transpose<F: Emit>(
     }
     let stride = pair(ctx, "strides", 1, nd)?;
     let dilation = pair(ctx, "dilations", 1, nd)?;
-    let out_pad = pair(ctx, "output_padding", 0, nd)?;
+    let mut out_pad = pair(ctx, "output_padding", 0, nd)?;
+    if nd == 1 {
+        // The lifted height axis has no output padding.
+        out_pad[0] = 0;
+    }
     for (name, v) in [("strides", stride), ("dilations", dilation)] {
         if v.contains(&0) {
             return Err(ctx.err(format!("attribute {name} {v:?} must be positive")));
