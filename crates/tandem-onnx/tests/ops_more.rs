@@ -594,3 +594,142 @@ fn einsum_matmul_like_equations() {
     let e = run_err(&bytes, &[a]);
     assert!(e.contains("ii->i") && e.contains("Einsum"), "{e}");
 }
+
+#[test]
+fn flip_gather_elements_trilu_and_group_norm() {
+    let x = arange(&[2, 3]);
+    // torch.flip exports a Slice with step -1 from -1 to INT64_MIN.
+    let bytes = unary_model(
+        13,
+        "Slice",
+        &[None, Some(3)],
+        &[
+            ("s", i64s(&[-1])),
+            ("e", i64s(&[i64::MIN])),
+            ("a", i64s(&[1])),
+            ("st", i64s(&[-1])),
+        ],
+        &["s", "e", "a", "st"],
+        vec![],
+    );
+    assert_close(
+        &run(&bytes, std::slice::from_ref(&x))[0],
+        &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0],
+        &[2, 3],
+    );
+
+    // torch.gather: negative indices count from the end.
+    let idx = Tensor::from_vec(vec![0i64, 0, 2, -3], &[2, 2]).unwrap();
+    let bytes = unary_model(
+        13,
+        "GatherElements",
+        &[None, Some(3)],
+        &[("i", idx)],
+        &["i"],
+        vec![ai("axis", 1)],
+    );
+    assert_close(
+        &run(&bytes, std::slice::from_ref(&x))[0],
+        &[0.0, 0.0, 5.0, 3.0],
+        &[2, 2],
+    );
+
+    // Trilu: upper with k = 0, lower with k = -1.
+    let sq = arange(&[3, 3]);
+    let upper = unary_model(14, "Trilu", &[Some(3), Some(3)], &[], &[], vec![]);
+    assert_close(
+        &run(&upper, std::slice::from_ref(&sq))[0],
+        &[0.0, 1.0, 2.0, 0.0, 4.0, 5.0, 0.0, 0.0, 8.0],
+        &[3, 3],
+    );
+    let lower = unary_model(
+        14,
+        "Trilu",
+        &[Some(3), Some(3)],
+        &[("k", Tensor::scalar(-1i64))],
+        &["k"],
+        vec![ai("upper", 0)],
+    );
+    assert_close(
+        &run(&lower, &[sq])[0],
+        &[0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 6.0, 7.0, 0.0],
+        &[3, 3],
+    );
+
+    // GroupNormalization (opset 21, per-channel scale): groups (1, 3) and (10, 14) both
+    // normalize to (-1, 1).
+    let g = f32s(&[1.0, 3.0, 10.0, 14.0], &[1, 4, 1, 1]);
+    let bytes = unary_model(
+        21,
+        "GroupNormalization",
+        &[None, Some(4), Some(1), Some(1)],
+        &[
+            ("s", f32s(&[1.0, 2.0, 3.0, 4.0], &[4])),
+            ("b", f32s(&[0.0, 0.0, 0.0, 0.5], &[4])),
+        ],
+        &["s", "b"],
+        vec![ai("num_groups", 2), af("epsilon", 1e-9)],
+    );
+    assert_close(
+        &run(&bytes, &[g])[0],
+        &[-1.0, 2.0, -3.0, 4.5],
+        &[1, 4, 1, 1],
+    );
+}
+
+#[test]
+fn is_nan_is_inf_and_xor() {
+    let x = f32s(&[1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN], &[4]);
+    let bools = |t: &Tensor| t.to_vec::<bool>().unwrap();
+    let nan = unary_model(13, "IsNaN", &[Some(4)], &[], &[], vec![]);
+    assert_eq!(
+        bools(&run(&nan, std::slice::from_ref(&x))[0]),
+        [false, false, false, true]
+    );
+    let inf = unary_model(
+        13,
+        "IsInf",
+        &[Some(4)],
+        &[],
+        &[],
+        vec![ai("detect_negative", 0)],
+    );
+    assert_eq!(bools(&run(&inf, &[x])[0]), [false, true, false, false]);
+    let a = Tensor::from_vec(vec![true, true, false, false], &[4]).unwrap();
+    let b = Tensor::from_vec(vec![true, false, true, false], &[4]).unwrap();
+    let xor = model(
+        13,
+        &[],
+        &[("a", a), ("b", b)],
+        vec![node("Xor", &["a", "b"], &["y"], vec![])],
+        &["y"],
+    );
+    assert_eq!(bools(&run(&xor, &[])[0]), [false, true, true, false]);
+}
+
+#[test]
+fn expand_to_a_runtime_shape_keeps_the_batch() {
+    // F.normalize: x / expand(norm, shape(x)), with the batch dynamic in graph mode.
+    let bytes = model(
+        13,
+        &[("x", &[None, Some(2)])],
+        &[],
+        vec![
+            node(
+                "ReduceL2",
+                &["x"],
+                &["n"],
+                vec![ais("axes", &[1]), ai("keepdims", 1)],
+            ),
+            node("Shape", &["x"], &["s"], vec![]),
+            node("Expand", &["n", "s"], &["e"], vec![]),
+            node("Div", &["x", "e"], &["y"], vec![]),
+        ],
+        &["y"],
+    );
+    let x = f32s(&[3.0, 4.0, 0.0, 2.0], &[2, 2]);
+    assert_close(&run(&bytes, &[x])[0], &[0.6, 0.8, 0.0, 1.0], &[2, 2]);
+    let rec = Recorder::new();
+    let imported = import(&parse(&bytes).unwrap(), &rec, &mut RecorderHooks).unwrap();
+    assert_eq!(rec.shape(&imported.outputs[0].1), vec![None, Some(2)]);
+}

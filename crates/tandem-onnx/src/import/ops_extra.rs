@@ -1,7 +1,8 @@
 //! Less common ops of PyTorch and Keras exports, each a short composition of IR ops:
 //! `Tile`, `Range`, `CumSum`, the norm-like reductions (`ReduceL1`, `ReduceL2`,
 //! `ReduceSumSquare`, `ReduceLogSumExp`), the activations `Selu`, `Softsign`, `Mish`, `Celu`,
-//! `ThresholdedRelu`, and `Mod` and `OneHot`.
+//! `ThresholdedRelu`, `Mod`, `OneHot`, `GatherElements`, `Trilu`, `GroupNormalization`,
+//! `IsNaN`, `IsInf` and `Xor`.
 
 use super::node::{
     axis, check_created, const_tensor, req, Arg, Known, NodeCtx, Outs, MAX_CREATED_ELEMENTS,
@@ -47,6 +48,21 @@ pub(super) fn apply<F: Emit>(
         })(),
         "Mod" => modulo(ctx, f, args),
         "OneHot" => one_hot(ctx, f, args),
+        "GatherElements" => gather_elements(ctx, f, args),
+        "Trilu" => trilu(ctx, f, args),
+        "GroupNormalization" => group_norm(ctx, f, args),
+        "IsNaN" => (|| {
+            let x = &req(ctx, args, 0)?.value;
+            plain(f.binary(BinaryOp::Ne, x, x)?)
+        })(),
+        "IsInf" => is_inf(ctx, f, args),
+        "Xor" => (|| {
+            plain(f.binary(
+                BinaryOp::Ne,
+                &req(ctx, args, 0)?.value,
+                &req(ctx, args, 1)?.value,
+            )?)
+        })(),
         _ => return None,
     })
 }
@@ -301,4 +317,115 @@ fn one_hot<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
         .map(|v| v as isize)
         .collect();
     plain(f.permute(&y, &perm)?)
+}
+
+fn gather_elements<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    let a = axis(ctx, ctx.int("axis", 0)?, r)?;
+    let i = f.cast(&req(ctx, args, 1)?.value, DType::I64)?;
+    // Negative indices count from the end of the axis.
+    let i = match f.dim(x, a) {
+        Some(d) => {
+            let neg = f.scalar(BinaryOp::Lt, &i, 0.0, false)?;
+            f.where_(&neg, &f.add_scalar(&i, d as f64)?, &i)?
+        }
+        None => i,
+    };
+    plain(f.gather(x, a as isize, &i)?)
+}
+
+fn trilu<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let upper = ctx.int("upper", 1)? != 0;
+    let k = match super::node::opt(args, 1) {
+        Some(a) => const_scalar(ctx, a, "k")? as i64,
+        None => 0,
+    };
+    let r = f.rank(x);
+    let (m, n) = match (
+        r.checked_sub(2).and_then(|i| f.dim(x, i)),
+        f.dim(x, r.wrapping_sub(1)),
+    ) {
+        (Some(m), Some(n)) if r >= 2 => (m, n),
+        _ => {
+            return Err(
+                ctx.err("the input needs rank >= 2 with the last two dims known at import time")
+            )
+        }
+    };
+    check_created(ctx, "mask", &[Some(m), Some(n)])?;
+    let mut keep = Vec::with_capacity(m * n);
+    for i in 0..m as i64 {
+        for j in 0..n as i64 {
+            keep.push(if upper { j - i >= k } else { j - i <= k });
+        }
+    }
+    let mask = f.constant(Tensor::from_vec(keep, &[m, n])?)?;
+    plain(f.where_(&mask, x, &f.zeros_like(x)?)?)
+}
+
+fn group_norm<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let groups = ctx.int("num_groups", 0)?;
+    let eps = ctx.float("epsilon", 1e-5)? as f64;
+    let dims = f.shape(x);
+    let r = dims.len();
+    let c = match dims.get(1) {
+        Some(Some(c)) if r >= 3 => *c,
+        _ => {
+            return Err(
+                ctx.err("the input must be [N, C, ...] with C known when the model is imported")
+            )
+        }
+    };
+    if groups < 1 || c % groups as usize != 0 {
+        return Err(ctx.err(format!(
+            "attribute num_groups {groups} must be positive and divide the {c} channels"
+        )));
+    }
+    let g = groups as usize;
+    let rest: Option<usize> = dims[2..].iter().copied().product();
+    let xg = match (dims[0], rest) {
+        (_, Some(rest)) => f.reshape(x, &[-1, g as isize, (c / g * rest) as isize])?,
+        (Some(n), None) => f.reshape(x, &[n as isize, g as isize, -1])?,
+        (None, None) => return Err(ctx.err("more than one dim is only known at run time")),
+    };
+    let mean = f.mean(&xg, &[2], true)?;
+    let xc = f.sub(&xg, &mean)?;
+    let var = f.mean(&f.square(&xc)?, &[2], true)?;
+    let y = f.mul(&xc, &f.rsqrt(&f.add_scalar(&var, eps)?)?)?;
+    let scale = &req(ctx, args, 1)?.value;
+    let bias = &req(ctx, args, 2)?.value;
+    // Opset 18 gives one scale and bias per group, opset 21 one per channel.
+    let per_group = f.dim(scale, 0) == Some(g) && g != c;
+    if per_group {
+        let s = f.reshape(scale, &[1, g as isize, 1])?;
+        let b = f.reshape(bias, &[1, g as isize, 1])?;
+        return plain(f.reshape_like(&f.add(&f.mul(&y, &s)?, &b)?, x)?);
+    }
+    let y = f.reshape_like(&y, x)?;
+    let mut per_channel = vec![1isize; r];
+    per_channel[1] = -1;
+    let s = f.reshape(scale, &per_channel)?;
+    let b = f.reshape(bias, &per_channel)?;
+    plain(f.add(&f.mul(&y, &s)?, &b)?)
+}
+
+fn is_inf<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let pos = ctx.int("detect_positive", 1)? != 0;
+    let neg = ctx.int("detect_negative", 1)? != 0;
+    let p = f.scalar(BinaryOp::Eq, x, f64::INFINITY, false)?;
+    let n = f.scalar(BinaryOp::Eq, x, f64::NEG_INFINITY, false)?;
+    plain(match (pos, neg) {
+        (true, true) => f.binary(BinaryOp::Or, &p, &n)?,
+        (true, false) => p,
+        (false, true) => n,
+        (false, false) => f.full_like(x, 0.0, Some(DType::Bool))?,
+    })
 }

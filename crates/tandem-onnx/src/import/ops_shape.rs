@@ -489,11 +489,24 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     let mut known = vector_of(x).filter(|_| r == 1);
     for i in 0..n {
         let a = axis(ctx, axes[i], r)?;
-        if steps[i] <= 0 {
-            return Err(ctx.err(format!(
-                "step {} is not supported (positive steps only)",
-                steps[i]
-            )));
+        if steps[i] == 0 {
+            return Err(ctx.err("step 0 is invalid"));
+        }
+        if steps[i] < 0 {
+            // Reversed slices (torch.flip) pick their indices at import time.
+            let d = f
+                .dim(&y, a)
+                .ok_or_else(|| ctx.err("a negative step needs the sliced dimension to be known"))?;
+            let ids = reversed_indices(d, starts[i], ends[i], steps[i]);
+            known = known.map(|v| {
+                ids.iter()
+                    .filter_map(|&k| v.get(k as usize).cloned())
+                    .collect()
+            });
+            let n = ids.len();
+            let idx = f.constant(Tensor::from_vec(ids, &[n])?)?;
+            y = f.index_select(&y, a as isize, &idx)?;
+            continue;
         }
         let (s, e, st) = (
             starts[i].clamp(isize::MIN as i64, isize::MAX as i64) as isize,
@@ -516,9 +529,39 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     Ok(vec![(y, partial(known))])
 }
 
+/// A run-time entry of Expand's shape.
+const RUNTIME: i64 = -2;
+
+/// The indices picked by an ONNX slice with a negative `step` along a dim of size `d`.
+fn reversed_indices(d: usize, start: i64, end: i64, step: i64) -> Vec<i64> {
+    let d = d as i64;
+    let start = if start < 0 {
+        start.saturating_add(d)
+    } else {
+        start
+    }
+    .clamp(0, d - 1);
+    let end = if end < 0 { end.saturating_add(d) } else { end }.clamp(-1, d - 1);
+    let mut out = Vec::new();
+    let mut k = start;
+    while k > end && d > 0 {
+        out.push(k);
+        k = k.saturating_add(step);
+    }
+    out
+}
+
 fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
     let x = &req(ctx, args, 0)?.value;
-    let shape = const_ints(ctx, req(ctx, args, 1)?, "shape")?;
+    // Entries known only at run time (a `Shape` of a value with a dynamic batch) are `-2`:
+    // the input's own dim at that position is kept.
+    let shape: Vec<i64> = known_dims(ctx, req(ctx, args, 1)?, "shape")?
+        .into_iter()
+        .map(|d| match d {
+            PDim::Val(v) => v,
+            PDim::Dim(..) => RUNTIME,
+        })
+        .collect();
     let xd = f.shape(x);
     let out_rank = xd.len().max(shape.len());
     check_rank(ctx, out_rank)?;
@@ -529,7 +572,8 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
         *o = match (xi, si) {
             (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => Some(d),
             // A run-time dim (the batch) broadcast against 1 stays as it is.
-            (Some(None), Some(1)) | (Some(None), None) => None,
+            (Some(None), Some(1)) | (Some(None), None) | (Some(None), Some(RUNTIME)) => None,
+            (Some(Some(d)), Some(RUNTIME)) if d != 1 => Some(d),
             (_, Some(s)) if s >= 0 => Some(s as usize),
             _ => {
                 return Err(ctx.err(format!(
