@@ -116,6 +116,12 @@ fn resize_convt_modes() {
 }
 
 #[test]
+fn rnn_seq() {
+    // LSTM and bidirectional GRU (PyTorch's batch_first export), reflect padding.
+    check_model(&entry("rnn_seq"));
+}
+
+#[test]
 fn every_manifest_model_is_covered() {
     let m = manifest();
     let names: Vec<&str> = m["models"]
@@ -134,7 +140,8 @@ fn every_manifest_model_is_covered() {
                 "keras_dense",
                 "decoder_upsample",
                 "misc_ops",
-                "resize_convt_modes"
+                "resize_convt_modes",
+                "rnn_seq"
             ]
             .contains(n),
             "a new fixture model {n} needs a test"

@@ -733,3 +733,97 @@ fn expand_to_a_runtime_shape_keeps_the_batch() {
     let imported = import(&parse(&bytes).unwrap(), &rec, &mut RecorderHooks).unwrap();
     assert_eq!(rec.shape(&imported.outputs[0].1), vec![None, Some(2)]);
 }
+
+#[test]
+fn pad_reflect_edge_and_wrap() {
+    let x = f32s(&[1.0, 2.0, 3.0], &[1, 3]);
+    for (mode, want) in [
+        ("reflect", [3.0, 2.0, 1.0, 2.0, 3.0, 2.0]),
+        ("edge", [1.0, 1.0, 1.0, 2.0, 3.0, 3.0]),
+        ("wrap", [2.0, 3.0, 1.0, 2.0, 3.0, 1.0]),
+    ] {
+        let bytes = unary_model(
+            19,
+            "Pad",
+            &[None, Some(3)],
+            &[("p", i64s(&[0, 2, 0, 1]))],
+            &["p"],
+            vec![astr("mode", mode)],
+        );
+        assert_close(&run(&bytes, std::slice::from_ref(&x))[0], &want, &[1, 6]);
+    }
+    // Reflecting by the whole axis is refused.
+    let bytes = unary_model(
+        13,
+        "Pad",
+        &[None, Some(3)],
+        &[("p", i64s(&[0, 3, 0, 0]))],
+        &["p"],
+        vec![astr("mode", "reflect")],
+    );
+    let e = run_err(&bytes, &[x]);
+    assert!(e.contains("reflect") && e.contains("Pad"), "{e}");
+}
+
+/// `0, k, 2k, ...` in the given shape.
+fn ramp(shape: &[usize], k: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| i as f32 * k).collect();
+    f32s(&v, shape)
+}
+
+#[test]
+fn lstm_and_gru_layouts_agree() {
+    // The same weights and sequence in layout 0 ([seq, batch, in]) and layout 1 ([batch, seq,
+    // in]) give transposed outputs.
+    let (h, i) = (2usize, 3usize);
+    let x = ramp(&[4, 2, i], 0.1);
+    let xt = x.transpose(0, 1).unwrap().contiguous().unwrap();
+    for (op, g) in [("LSTM", 4usize), ("GRU", 3)] {
+        let w = ramp(&[1, g * h, i], 0.05);
+        let r = ramp(&[1, g * h, h], -0.03);
+        let b = ramp(&[1, 2 * g * h], 0.02);
+        let inits = [("w", w), ("r", r), ("b", b)];
+        let build = |layout: i64, dims: &[Option<usize>]| {
+            unary_model(
+                14,
+                op,
+                dims,
+                &inits,
+                &["w", "r", "b"],
+                vec![ai("hidden_size", h as i64), ai("layout", layout)],
+            )
+        };
+        let y0 = &run(
+            &build(0, &[Some(4), Some(2), Some(i)]),
+            std::slice::from_ref(&x),
+        )[0];
+        let y1 = &run(
+            &build(1, &[Some(2), Some(4), Some(i)]),
+            std::slice::from_ref(&xt),
+        )[0];
+        assert_eq!(y0.shape(), &[4, 1, 2, h], "{op}");
+        assert_eq!(y1.shape(), &[2, 4, 1, h], "{op}");
+        let y1t = y1.permute(&[1, 2, 0, 3]).unwrap();
+        assert_close(&y1t, &y0.to_f64_vec().unwrap(), &[4, 1, 2, h]);
+    }
+    let zeros = |s: &[usize]| Tensor::zeros(s, DType::F32);
+    let b: Vec<f32> = vec![0.5, -0.5, 1.0, 0.75, 0.0, 0.0, 0.0, 0.0];
+    let bytes = unary_model(
+        14,
+        "LSTM",
+        &[Some(1), Some(1), Some(1)],
+        &[
+            ("w", zeros(&[1, 4, 1])),
+            ("r", zeros(&[1, 4, 1])),
+            ("b", f32s(&b, &[1, 8])),
+        ],
+        &["w", "r", "b"],
+        vec![ai("hidden_size", 1)],
+    );
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    // Gate order i, o, f, c: b_i = 0.5, b_o = -0.5, b_f = 1, b_c = 0.75 and c0 = 0.
+    let y = &run(&bytes, &[f32s(&[2.0], &[1, 1, 1])])[0];
+    let c = sig(0.5) * 0.75f64.tanh();
+    assert_close(y, &[sig(-0.5) * c.tanh()], &[1, 1, 1, 1]);
+}

@@ -1,7 +1,7 @@
 //! One node being imported: its attributes, its inputs (values plus whatever is known about
 //! them at import time) and the dispatch from `op_type` to the mapping functions.
 
-use super::{ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_resize, ops_shape};
+use super::{ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_resize, ops_rnn, ops_shape};
 use crate::proto::{attr_type, AttributeProto, NodeProto, TensorProto};
 use tandem_ir::Emit;
 use tandem_tensor::{DType, Error, Result, Tensor};
@@ -29,6 +29,8 @@ pub(crate) enum PDim {
 pub(crate) struct Arg<V> {
     pub value: V,
     pub known: Option<Known>,
+    /// For a partly known shape vector: the values its run-time entries are dims of.
+    pub sources: Vec<(String, V)>,
 }
 
 /// Outputs of a node: each value with what is known about it.
@@ -65,6 +67,7 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Floor",
+    "GRU",
     "Gather",
     "GatherElements",
     "Gelu",
@@ -80,6 +83,7 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
+    "LSTM",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
@@ -209,6 +213,16 @@ impl NodeCtx<'_> {
         Ok(self
             .attr(name, attr_type::STRING)?
             .map(|a| String::from_utf8_lossy(&a.s).into_owned()))
+    }
+
+    /// A strings attribute, if present.
+    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
+        Ok(self.attr(name, attr_type::STRINGS)?.map(|a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        }))
     }
 
     /// A tensor attribute, if present.
@@ -349,6 +363,9 @@ pub(crate) fn apply_node<F: Emit>(
         return r;
     }
     if let Some(r) = ops_einsum::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_rnn::apply(op, ctx, f, args) {
         return r;
     }
     Err(ctx.err(format!("op {op} is not supported at opset {}", ctx.opset)))

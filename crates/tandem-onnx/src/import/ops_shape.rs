@@ -421,12 +421,9 @@ fn constant_of_shape<F: Emit>(
     f: &F,
     args: &Args<F::Value>,
 ) -> Result<Outs<F::Value>> {
-    let shape = const_ints(ctx, req(ctx, args, 0)?, "shape")?;
-    check_rank(ctx, shape.len())?;
-    let shape: Vec<usize> = shape
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| ctx.err(format!("negative dim in {shape:?}"))))
-        .collect::<Result<_>>()?;
+    let shape_arg = req(ctx, args, 0)?;
+    let pdims = known_dims(ctx, shape_arg, "shape")?;
+    check_rank(ctx, pdims.len())?;
     let (value, dtype) = match ctx.tensor("value")? {
         Some(t) => {
             let t = tensor_from_proto(t)?;
@@ -437,10 +434,46 @@ fn constant_of_shape<F: Emit>(
         }
         None => (0.0, DType::F32),
     };
+    let mut dims: Vec<Option<usize>> = Vec::with_capacity(pdims.len());
+    for d in &pdims {
+        dims.push(match d {
+            PDim::Val(v) => Some(
+                usize::try_from(*v).map_err(|_| ctx.err(format!("negative dim in {pdims:?}")))?,
+            ),
+            PDim::Dim(..) => None,
+        });
+    }
     // Checked against a bound before allocating: the shape comes from the file.
-    let dims: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
     check_created(ctx, "result", &dims)?;
-    one(f.full(&shape, value, dtype)?)
+    if let Some(shape) = dims.iter().copied().collect::<Option<Vec<usize>>>() {
+        return one(f.full(&shape, value, dtype)?);
+    }
+    // Entries known only at run time (a batch from `Shape`): zeros shaped [1, .., n, .., 1]
+    // from the value that has that dim, broadcast against the static part.
+    if dtype == DType::Bool {
+        return Err(ctx.err("a bool result with run-time dims is not supported"));
+    }
+    let rank = dims.len();
+    let base: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
+    let mut y = f.full(&base, value, dtype)?;
+    for (k, d) in pdims.iter().enumerate() {
+        let PDim::Dim(of, a) = d else { continue };
+        let src = shape_arg
+            .sources
+            .iter()
+            .find(|(n, _)| n == of)
+            .map(|(_, v)| v)
+            .ok_or_else(|| ctx.err(format!("shape entry {k} refers to unknown value '{of}'")))?;
+        let mut col = src.clone();
+        for other in (0..f.rank(src)).filter(|o| o != a) {
+            col = f.narrow(&col, other as isize, 0, 1)?;
+        }
+        let mut target = vec![1isize; rank];
+        target[k] = -1;
+        let col = f.reshape(&col, &target)?;
+        y = f.add(&y, &f.full_like(&col, 0.0, Some(dtype))?)?;
+    }
+    one(y)
 }
 
 fn cast<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -611,8 +644,10 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
 fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
     let x = &req(ctx, args, 0)?.value;
     let mode = ctx.string("mode")?.unwrap_or_else(|| "constant".into());
-    if mode != "constant" {
-        return Err(ctx.err(format!("mode '{mode}' is not supported (constant only)")));
+    if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
+        return Err(ctx.err(format!(
+            "attribute mode '{mode}' is not supported (constant, reflect, edge or wrap)"
+        )));
     }
     let (pads, value) = if ctx.opset < 11 {
         let p = ctx
@@ -647,7 +682,47 @@ fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<
         dims[i] = dims[i].map(|d| d + (b + e) as usize);
     }
     check_created(ctx, "result", &dims)?;
-    one(f.emit(Op::Pad { pads: pp, value }, &[x])?)
+    if mode == "constant" {
+        return one(f.emit(Op::Pad { pads: pp, value }, &[x])?);
+    }
+    // Reflect, edge and wrap padding pick source indices computed at import time.
+    let mut y = x.clone();
+    for (a, &(b, e)) in pp.iter().enumerate() {
+        if b == 0 && e == 0 {
+            continue;
+        }
+        let d = f.dim(x, a).filter(|&d| d > 0).ok_or_else(|| {
+            ctx.err(format!(
+                "{mode} padding needs axis {a} to be known and non-empty"
+            ))
+        })?;
+        let ids = pad_indices(ctx, &mode, d, b, e)?;
+        let n = ids.len();
+        let idx = f.constant(Tensor::from_vec(ids, &[n])?)?;
+        y = f.index_select(&y, a as isize, &idx)?;
+    }
+    one(y)
+}
+
+/// Source indices of a `reflect` / `edge` / `wrap` padded axis of size `d`.
+fn pad_indices(ctx: &NodeCtx<'_>, mode: &str, d: usize, b: usize, e: usize) -> Result<Vec<i64>> {
+    let (d, b) = (d as i64, b as i64);
+    if mode == "reflect" && (b >= d || e as i64 >= d) {
+        return Err(ctx.err(format!(
+            "reflect pads ({b}, {e}) must be smaller than the axis size {d}"
+        )));
+    }
+    Ok((0..d + b + e as i64)
+        .map(|p| {
+            let src = p - b;
+            match mode {
+                "reflect" if src < 0 => -src,
+                "reflect" if src >= d => 2 * (d - 1) - src,
+                "wrap" => src.rem_euclid(d),
+                _ => src.clamp(0, d - 1),
+            }
+        })
+        .collect())
 }
 
 fn size<F: Emit>(f: &F, args: &Args<F::Value>, ctx: &NodeCtx<'_>) -> Result<Outs<F::Value>> {
