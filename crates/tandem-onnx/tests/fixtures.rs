@@ -110,8 +110,8 @@ fn misc_ops() {
 
 #[test]
 fn resize_convt_modes() {
-    // Every Resize coordinate mapping and rounding mode, and ConvTranspose padding forms,
-    // against ONNX Runtime.
+    // Every Resize coordinate mapping and rounding mode (nearest, linear, cubic), and
+    // ConvTranspose padding forms, against ONNX Runtime.
     check_model(&entry("resize_convt_modes"));
 }
 

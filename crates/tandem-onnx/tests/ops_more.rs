@@ -236,17 +236,20 @@ fn resize_nearest_and_linear_modes() {
     let y = &run(&bytes, &[r4])[0];
     assert_close(y, &[11.0, 13.0], &[1, 1, 1, 2]);
 
-    // Cubic is refused with the attribute named.
+    // tf_crop_and_resize is refused with the attribute named.
     let bytes = unary_model(
         13,
         "Resize",
         &[Some(1), Some(1), Some(2), Some(2)],
         &[("scales", f32s(&[1.0, 1.0, 2.0, 2.0], &[4]))],
         &["", "scales"],
-        vec![astr("mode", "cubic")],
+        vec![astr("coordinate_transformation_mode", "tf_crop_and_resize")],
     );
     let e = run_err(&bytes, &[x]);
-    assert!(e.contains("mode") && e.contains("cubic"), "{e}");
+    assert!(
+        e.contains("coordinate_transformation_mode") && e.contains("tf_crop_and_resize"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -55,6 +55,12 @@ enum Rounding {
 enum Mode {
     Nearest(Rounding),
     Linear,
+    /// Keys cubic convolution with coefficient `a`; `exclude` drops (and renormalizes) taps
+    /// outside the input instead of repeating the edge.
+    Cubic {
+        a: f64,
+        exclude: bool,
+    },
 }
 
 impl Coord {
@@ -146,9 +152,14 @@ fn modes(ctx: &NodeCtx<'_>, legacy: bool) -> Result<(Mode, Coord)> {
         }
         "nearest" => Mode::Nearest(Rounding::Simple),
         "linear" | "bilinear" => Mode::Linear,
+        "cubic" if modern => Mode::Cubic {
+            a: f64::from(ctx.float("cubic_coeff_a", -0.75)?),
+            exclude: ctx.int("exclude_outside", 0)? != 0,
+        },
         other => {
             return Err(ctx.err(format!(
-                "attribute mode '{other}' is not supported (nearest and linear only)"
+                "attribute mode '{other}' is not supported (nearest, linear and, from opset \
+                 11, cubic)"
             )))
         }
     };
@@ -312,8 +323,10 @@ fn resize<F: Emit>(
     let dims: Vec<Option<usize>> = plan.iter().map(|p| p.0).collect();
     check_created(ctx, "output", &dims)?;
     let dtype = f.dtype(x);
-    if mode == Mode::Linear && !dtype.is_float() {
-        return Err(ctx.err(format!("linear mode needs a float input, got {dtype:?}")));
+    if !matches!(mode, Mode::Nearest(_)) && !dtype.is_float() {
+        return Err(ctx.err(format!(
+            "linear and cubic modes need a float input, got {dtype:?}"
+        )));
     }
     let r = plan.len();
     let mut y = x.clone();
@@ -327,42 +340,97 @@ fn resize<F: Emit>(
         if n_in == 0 {
             return Err(ctx.err(format!("axis {a} is empty and cannot be resized")));
         }
-        let mut i0 = Vec::with_capacity(n_out);
-        let mut i1 = Vec::with_capacity(n_out);
-        let mut w1 = Vec::with_capacity(n_out);
-        let last = (n_in - 1) as f64;
-        for j in 0..n_out {
-            let src = coord.source(j, n_in, n_out, scale);
-            match mode {
-                Mode::Nearest(rounding) => {
-                    i0.push(rounding.pick(src, scale).clamp(0.0, last) as i64);
-                }
-                Mode::Linear => {
-                    let s = src.clamp(0.0, last);
-                    let lo = s.floor();
-                    i0.push(lo as i64);
-                    i1.push((lo + 1.0).min(last) as i64);
-                    w1.push(s - lo);
-                }
-            }
-        }
-        let idx0 = f.constant(Tensor::from_vec(i0, &[n_out])?)?;
-        let y0 = f.index_select(&y, a as isize, &idx0)?;
-        if mode != Mode::Linear || w1.iter().all(|&w| w == 0.0) {
-            y = y0;
-            continue;
-        }
         // Weights shaped [n_out, 1, ...] so that they broadcast along the resized axis.
         let mut wshape = vec![1usize; r - a];
         wshape[0] = n_out;
-        let w0: Vec<f64> = w1.iter().map(|w| 1.0 - w).collect();
-        let w0 = f.constant(Tensor::from_vec(w0, &wshape)?.cast(dtype)?)?;
-        let w1 = f.constant(Tensor::from_vec(w1, &wshape)?.cast(dtype)?)?;
-        let idx1 = f.constant(Tensor::from_vec(i1, &[n_out])?)?;
-        let y1 = f.index_select(&y, a as isize, &idx1)?;
-        y = f.add(&f.mul(&y0, &w0)?, &f.mul(&y1, &w1)?)?;
+        let mut acc: Option<F::Value> = None;
+        let mut taps = taps(mode, coord, n_in, n_out, scale);
+        if taps.len() > 1 {
+            // Taps that never contribute (integer source coordinates in linear mode).
+            taps.retain(|(_, ws)| ws.iter().any(|&w| w != 0.0));
+        }
+        for (ids, ws) in taps {
+            let idx = f.constant(Tensor::from_vec(ids, &[n_out])?)?;
+            let picked = f.index_select(&y, a as isize, &idx)?;
+            let term = if ws.iter().all(|&w| w == 1.0) {
+                picked
+            } else {
+                let w = f.constant(Tensor::from_vec(ws, &wshape)?.cast(dtype)?)?;
+                f.mul(&picked, &w)?
+            };
+            acc = Some(match acc {
+                Some(prev) => f.add(&prev, &term)?,
+                None => term,
+            });
+        }
+        if let Some(v) = acc {
+            y = v;
+        }
     }
     Ok(vec![(y, None)])
+}
+
+/// Keys cubic convolution weights of the four taps around a fractional offset `t` in [0, 1).
+fn cubic_weights(t: f64, a: f64) -> [f64; 4] {
+    let far = |d: f64| ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+    let near = |d: f64| ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// The taps of one resized axis: per tap, the source index and weight of every output
+/// position. Nearest mode has one tap (weight 1), linear two, cubic four.
+fn taps(
+    mode: Mode,
+    coord: Coord,
+    n_in: usize,
+    n_out: usize,
+    scale: f64,
+) -> Vec<(Vec<i64>, Vec<f64>)> {
+    let k = match mode {
+        Mode::Nearest(_) => 1,
+        Mode::Linear => 2,
+        Mode::Cubic { .. } => 4,
+    };
+    let mut out = vec![(Vec::with_capacity(n_out), Vec::with_capacity(n_out)); k];
+    let last = (n_in - 1) as f64;
+    for j in 0..n_out {
+        let src = coord.source(j, n_in, n_out, scale);
+        let mut put = |tap: usize, i: f64, w: f64| {
+            if let Some((ids, ws)) = out.get_mut(tap) {
+                ids.push(i.clamp(0.0, last) as i64);
+                ws.push(w);
+            }
+        };
+        match mode {
+            Mode::Nearest(rounding) => put(0, rounding.pick(src, scale), 1.0),
+            Mode::Linear => {
+                let s = src.clamp(0.0, last);
+                let lo = s.floor();
+                put(0, lo, 1.0 - (s - lo));
+                put(1, (lo + 1.0).min(last), s - lo);
+            }
+            Mode::Cubic { a, exclude } => {
+                let lo = src.floor();
+                let mut w = cubic_weights(src - lo, a);
+                let pos = [lo - 1.0, lo, lo + 1.0, lo + 2.0];
+                if exclude {
+                    for (wi, p) in w.iter_mut().zip(pos) {
+                        if p < 0.0 || p > last {
+                            *wi = 0.0;
+                        }
+                    }
+                    let total: f64 = w.iter().sum();
+                    if total != 0.0 {
+                        w.iter_mut().for_each(|v| *v /= total);
+                    }
+                }
+                for (t, (p, wi)) in pos.into_iter().zip(w).enumerate() {
+                    put(t, p, wi);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The block size and the `[N, C, H, W]` dims (`N` may be dynamic) of a depth/space node.
