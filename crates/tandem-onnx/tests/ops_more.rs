@@ -830,3 +830,34 @@ fn lstm_and_gru_layouts_agree() {
     let c = sig(0.5) * 0.75f64.tanh();
     assert_close(y, &[sig(-0.5) * c.tanh()], &[1, 1, 1, 1]);
 }
+
+#[test]
+fn top_k_values_and_indices() {
+    // Ties go to the lower index; smallest-k sorts ascending.
+    let x = f32s(&[3.0, 1.0, 3.0, -2.0, 0.5, 7.0, 7.0, 7.0], &[2, 4]);
+    for (largest, vals, ids) in [
+        (1, [3.0, 3.0, 7.0, 7.0], [0i64, 2, 1, 2]),
+        (0, [-2.0, 1.0, 0.5, 7.0], [3, 1, 0, 1]),
+    ] {
+        let bytes = model(
+            11,
+            &[("x", &[None, Some(4)])],
+            &[("k", i64s(&[2]))],
+            vec![node(
+                "TopK",
+                &["x", "k"],
+                &["v", "i"],
+                vec![ai("largest", largest)],
+            )],
+            &["v", "i"],
+        );
+        let out = run(&bytes, std::slice::from_ref(&x));
+        assert_close(&out[0], &vals, &[2, 2]);
+        assert_eq!(out[1].dtype(), DType::I64);
+        assert_eq!(
+            out[1].to_vec::<i64>().unwrap(),
+            ids.to_vec(),
+            "largest {largest}"
+        );
+    }
+}

@@ -2,14 +2,14 @@
 //! `Tile`, `Range`, `CumSum`, the norm-like reductions (`ReduceL1`, `ReduceL2`,
 //! `ReduceSumSquare`, `ReduceLogSumExp`), the activations `Selu`, `Softsign`, `Mish`, `Celu`,
 //! `ThresholdedRelu`, `Mod`, `OneHot`, `GatherElements`, `Trilu`, `GroupNormalization`,
-//! `IsNaN`, `IsInf` and `Xor`.
+//! `IsNaN`, `IsInf`, `Xor` and `TopK`.
 
 use super::node::{
     axis, check_created, const_tensor, req, Arg, Known, NodeCtx, Outs, MAX_CREATED_ELEMENTS,
 };
 use super::ops_math::reduce_spec;
 use tandem_ir::{Emit, EmitExt, Functional};
-use tandem_tensor::{BinaryOp, DType, Result, Tensor, UnaryOp};
+use tandem_tensor::{ArgReduceOp, BinaryOp, DType, Result, Tensor, UnaryOp};
 
 type Args<V> = [Option<Arg<V>>];
 
@@ -56,6 +56,7 @@ pub(super) fn apply<F: Emit>(
             plain(f.binary(BinaryOp::Ne, x, x)?)
         })(),
         "IsInf" => is_inf(ctx, f, args),
+        "TopK" => top_k(ctx, f, args),
         "Xor" => (|| {
             plain(f.binary(
                 BinaryOp::Ne,
@@ -428,4 +429,72 @@ fn is_inf<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
         (false, true) => n,
         (false, false) => f.full_like(x, 0.0, Some(DType::Bool))?,
     })
+}
+
+/// Largest `k` of `TopK` (each selected element costs a handful of ops).
+const MAX_TOP_K: usize = 1 << 12;
+
+/// `TopK` as `k` rounds of arg-max (or arg-min) along the axis, each masking the element it
+/// picked; ties go to the lower index, like ONNX Runtime. Values and int64 indices, sorted.
+fn top_k<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
+    let x = &req(ctx, args, 0)?.value;
+    let r = f.rank(x);
+    let a = axis(ctx, ctx.int("axis", -1)?, r)?;
+    let largest = ctx.int("largest", 1)? != 0;
+    let k = if ctx.opset < 10 {
+        ctx.int("k", -1)? as f64
+    } else {
+        const_scalar(ctx, req(ctx, args, 1)?, "k")?
+    };
+    let n = f
+        .dim(x, a)
+        .ok_or_else(|| ctx.err("the axis must have a size known when the model is imported"))?;
+    if !(k >= 1.0 && k <= n as f64 && k <= MAX_TOP_K as f64) {
+        return Err(ctx.err(format!(
+            "k = {k} must be in 1..={} (axis size {n}, limit {MAX_TOP_K})",
+            n.min(MAX_TOP_K)
+        )));
+    }
+    let k = k as usize;
+    let dtype = f.dtype(x);
+    if dtype == DType::Bool {
+        return Err(ctx.err("bool input is not supported"));
+    }
+    let mut cur = if dtype.is_float() {
+        x.clone()
+    } else {
+        f.cast(x, DType::F64)?
+    };
+    let mut iota_shape = vec![1usize; r];
+    iota_shape[a] = n;
+    let iota: Vec<i64> = (0..n as i64).collect();
+    let iota = f.constant(Tensor::from_vec(iota, &iota_shape)?)?;
+    let (op, fill) = if largest {
+        (ArgReduceOp::ArgMax, f64::NEG_INFINITY)
+    } else {
+        (ArgReduceOp::ArgMin, f64::INFINITY)
+    };
+    let mut ids = Vec::with_capacity(k);
+    let mut vals = Vec::with_capacity(k);
+    for step in 0..k {
+        let i = f.emit(
+            tandem_ir::Op::ArgReduce {
+                op,
+                axis: a,
+                keepdim: true,
+            },
+            &[&cur],
+        )?;
+        vals.push(f.gather(x, a as isize, &i)?);
+        if step + 1 < k {
+            let picked = f.binary(BinaryOp::Eq, &iota, &i)?;
+            cur = f.where_(&picked, &f.full_like(&cur, fill, None)?, &cur)?;
+        }
+        ids.push(i);
+    }
+    let cat = |v: &[F::Value]| -> Result<F::Value> {
+        let refs: Vec<&F::Value> = v.iter().collect();
+        f.concat(&refs, a as isize)
+    };
+    Ok(vec![(cat(&vals)?, None), (cat(&ids)?, None)])
 }
