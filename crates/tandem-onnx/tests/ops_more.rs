@@ -380,6 +380,28 @@ fn tile_range_and_cumsum() {
 }
 
 #[test]
+fn cumsum_of_a_long_axis() {
+    // 1000 ones (not a power of two) sum to 1..=1000; reversed exclusive to 999..=0.
+    let x = Tensor::ones(&[1, 1000], DType::F32);
+    for (reverse, exclusive) in [(0, 0), (1, 1)] {
+        let bytes = unary_model(
+            13,
+            "CumSum",
+            &[None, Some(1000)],
+            &[("a", Tensor::scalar(1i64))],
+            &["a"],
+            vec![ai("reverse", reverse), ai("exclusive", exclusive)],
+        );
+        let want: Vec<f64> = if reverse == 0 {
+            (1..=1000).map(f64::from).collect()
+        } else {
+            (0..1000).rev().map(f64::from).collect()
+        };
+        assert_close(&run(&bytes, std::slice::from_ref(&x))[0], &want, &[1, 1000]);
+    }
+}
+
+#[test]
 fn norm_reductions_in_both_axes_forms() {
     let x = f32s(&[3.0, -4.0, 1.0, 0.0], &[2, 2]);
     let want = [

@@ -161,40 +161,35 @@ fn cumsum<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     let n = f.dim(x, a).ok_or_else(|| {
         ctx.err("the summed axis must have a size known when the model is imported")
     })?;
-    if n > 1 << 13 {
-        return Err(ctx.err(format!("axis of size {n} is too long (limit 8192)")));
-    }
     let dtype = f.dtype(x);
     if dtype == DType::Bool {
         return Err(ctx.err("bool input is not supported"));
     }
-    let work = if dtype.is_float() { dtype } else { DType::F64 };
-    // y = x @ T along the axis, with T[i][j] = 1 where input i adds into output j.
-    let mut tri = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            let on = match (reverse, exclusive) {
-                (false, false) => i <= j,
-                (false, true) => i < j,
-                (true, false) => i >= j,
-                (true, true) => i > j,
-            };
-            if on {
-                tri[i * n + j] = 1.0;
-            }
+    // Prefix sums in log2(n) rounds: each adds a copy shifted by 1, 2, 4, ... along the axis
+    // (zeros entering from the start, or from the end when reversed).
+    let shift = |v: &F::Value, by: usize| -> Result<F::Value> {
+        let by = by.min(n);
+        let (kept, pad) = if reverse {
+            (f.slice(v, a as isize, by as isize, n as isize, 1)?, (0, by))
+        } else {
+            (f.slice(v, a as isize, 0, (n - by) as isize, 1)?, (by, 0))
+        };
+        let mut pads = vec![(0usize, 0usize); r];
+        if let Some(p) = pads.get_mut(a) {
+            *p = pad;
         }
+        f.emit(tandem_ir::Op::Pad { pads, value: 0.0 }, &[&kept])
+    };
+    let mut y = x.clone();
+    let mut step = 1usize;
+    while step < n {
+        y = f.add(&y, &shift(&y, step)?)?;
+        step *= 2;
     }
-    let tri = f.constant(Tensor::from_vec(tri, &[n, n])?.cast(work)?)?;
-    let last = r as isize - 1;
-    let mut y = f.cast(x, work)?;
-    if a as isize != last {
-        y = f.transpose(&y, a as isize, last)?;
+    if exclusive && n > 0 {
+        y = shift(&y, 1)?;
     }
-    y = f.matmul(&y, &tri)?;
-    if a as isize != last {
-        y = f.transpose(&y, a as isize, last)?;
-    }
-    plain(f.cast(&y, dtype)?)
+    plain(y)
 }
 
 #[derive(Clone, Copy)]

@@ -196,6 +196,9 @@ fn float_input<V>(ctx: &NodeCtx<'_>, arg: Option<&Arg<V>>, what: &str) -> Result
     Ok(Some(t.to_f64_vec()?))
 }
 
+/// Longest resized axis (its index and weight tables are built at import time).
+const MAX_AXIS: usize = 1 << 22;
+
 /// A `sizes` entry that is the input's own size, known only at run time (the batch in
 /// `Shape(x)[:2]` concatenated with constant spatial sizes, as PyTorch exports it).
 const KEEP: i64 = i64::MIN;
@@ -339,6 +342,11 @@ fn resize<F: Emit>(
         }
         if n_in == 0 {
             return Err(ctx.err(format!("axis {a} is empty and cannot be resized")));
+        }
+        if n_out > MAX_AXIS {
+            return Err(ctx.err(format!(
+                "axis {a} would be resized to {n_out} (limit {MAX_AXIS})"
+            )));
         }
         // Weights shaped [n_out, 1, ...] so that they broadcast along the resized axis.
         let mut wshape = vec![1usize; r - a];

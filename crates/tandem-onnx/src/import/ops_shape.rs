@@ -567,6 +567,9 @@ const RUNTIME: i64 = -2;
 
 /// The indices picked by an ONNX slice with a negative `step` along a dim of size `d`.
 fn reversed_indices(d: usize, start: i64, end: i64, step: i64) -> Vec<i64> {
+    if d == 0 {
+        return Vec::new();
+    }
     let d = d as i64;
     let start = if start < 0 {
         start.saturating_add(d)
