@@ -883,3 +883,37 @@ fn top_k_values_and_indices() {
         );
     }
 }
+
+#[test]
+fn known_entries_of_a_dynamic_shape_fold() {
+    // x.view(x.size(0), x.size(1) * x.size(2)): with the batch dynamic, size(1) and size(2)
+    // are still known, so the product folds and the Reshape target has one run-time entry.
+    let bytes = model(
+        13,
+        &[("x", &[None, Some(2), Some(3)])],
+        &[
+            ("zero", Tensor::scalar(0i64)),
+            ("one", Tensor::scalar(1i64)),
+            ("two", Tensor::scalar(2i64)),
+            ("ax0", i64s(&[0])),
+        ],
+        vec![
+            node("Shape", &["x"], &["s"], vec![]),
+            node("Gather", &["s", "zero"], &["n"], vec![ai("axis", 0)]),
+            node("Gather", &["s", "one"], &["h"], vec![ai("axis", 0)]),
+            node("Gather", &["s", "two"], &["w"], vec![ai("axis", 0)]),
+            node("Mul", &["h", "w"], &["hw"], vec![]),
+            node("Unsqueeze", &["n", "ax0"], &["n1"], vec![]),
+            node("Unsqueeze", &["hw", "ax0"], &["hw1"], vec![]),
+            node("Concat", &["n1", "hw1"], &["shape"], vec![ai("axis", 0)]),
+            node("Reshape", &["x", "shape"], &["y"], vec![]),
+        ],
+        &["y"],
+    );
+    let x = arange(&[2, 2, 3]);
+    let y = &run(&bytes, std::slice::from_ref(&x))[0];
+    assert_close(y, &x.to_f64_vec().unwrap(), &[2, 6]);
+    let rec = Recorder::new();
+    let imported = import(&parse(&bytes).unwrap(), &rec, &mut RecorderHooks).unwrap();
+    assert_eq!(rec.shape(&imported.outputs[0].1), vec![None, Some(6)]);
+}

@@ -64,10 +64,28 @@ fn check_rank(ctx: &NodeCtx<'_>, rank: usize) -> Result<()> {
     Ok(())
 }
 
-/// `Known::Partial` unless every entry is known (then the folder has the tensor anyway).
-fn partial(v: Option<Vec<PDim>>) -> Option<Known> {
-    v.filter(|v| v.iter().any(|d| matches!(d, PDim::Dim(..))))
-        .map(Known::Partial)
+/// What is known about a vector result `y` whose entries are `v`: `Known::Partial` while
+/// some entry is a run-time dim, the whole tensor (in `y`'s dtype and shape) once every
+/// entry is known, e.g. `Shape(x)[2:]` of an `x` whose batch alone is dynamic.
+fn known_of<F: Emit>(f: &F, y: &F::Value, v: Option<Vec<PDim>>) -> Option<Known> {
+    let v = v?;
+    if v.iter().any(|d| matches!(d, PDim::Dim(..))) {
+        return Some(Known::Partial(v));
+    }
+    let vals: Vec<i64> = v
+        .iter()
+        .filter_map(|d| match d {
+            PDim::Val(x) => Some(*x),
+            PDim::Dim(..) => None,
+        })
+        .collect();
+    let shape: Vec<usize> = match (f.rank(y), f.dim(y, 0)) {
+        (0, _) if vals.len() == 1 => vec![],
+        (1, Some(n)) if n == vals.len() => vec![n],
+        _ => return None,
+    };
+    let t = Tensor::from_vec(vals, &shape).ok()?.cast(f.dtype(y)).ok()?;
+    Some(Known::Full(t))
 }
 
 fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -102,7 +120,7 @@ fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
     let t = resolve_target(ctx, &target, &data_name, &xd)?;
     let y = f.reshape(&x.value, &t)?;
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -215,7 +233,7 @@ fn squeeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
         y = f.squeeze(&y, a as isize)?;
     }
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -240,7 +258,7 @@ fn unsqueeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result
         y = f.unsqueeze(&y, a as isize)?;
     }
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -263,7 +281,8 @@ fn concat<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     } else {
         None
     };
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
 }
 
 fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -336,7 +355,8 @@ fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
         }
         _ => None,
     };
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
 }
 
 fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -483,7 +503,7 @@ fn cast<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs
         .ok_or_else(|| ctx.err(format!("cannot cast to {}", onnx_type_name(code))))?;
     let y = f.cast(&x.value, d)?;
     let known = if !d.is_float() {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -559,7 +579,8 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
             None => None,
         };
     }
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
 }
 
 /// A run-time entry of Expand's shape.
