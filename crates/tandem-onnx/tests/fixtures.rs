@@ -122,6 +122,12 @@ fn rnn_seq() {
 }
 
 #[test]
+fn mha_block() {
+    // nn.MultiheadAttention (batch_first) + residual + LayerNorm.
+    check_model(&entry("mha_block"));
+}
+
+#[test]
 fn every_manifest_model_is_covered() {
     let m = manifest();
     let names: Vec<&str> = m["models"]
@@ -141,7 +147,8 @@ fn every_manifest_model_is_covered() {
                 "decoder_upsample",
                 "misc_ops",
                 "resize_convt_modes",
-                "rnn_seq"
+                "rnn_seq",
+                "mha_block"
             ]
             .contains(n),
             "a new fixture model {n} needs a test"

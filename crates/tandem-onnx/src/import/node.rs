@@ -22,6 +22,8 @@ pub(crate) enum PDim {
     Val(i64),
     /// Dim `axis` of the value named `of`, known only at run time (e.g. the batch).
     Dim(String, usize),
+    /// Known only at run time, from arithmetic on dims (`batch * heads`).
+    Unknown,
 }
 
 /// An input of a node: its value in the emitter and what is known about it.
@@ -285,7 +287,7 @@ pub(crate) fn const_ints<V>(ctx: &NodeCtx<'_>, arg: &Arg<V>, what: &str) -> Resu
         .into_iter()
         .map(|d| match d {
             PDim::Val(v) => Some(v),
-            PDim::Dim(..) => None,
+            PDim::Dim(..) | PDim::Unknown => None,
         })
         .collect::<Option<Vec<i64>>>()
         .ok_or_else(|| {

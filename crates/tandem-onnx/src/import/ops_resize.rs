@@ -216,6 +216,7 @@ fn sizes_input<V>(ctx: &NodeCtx<'_>, arg: &Arg<V>) -> Result<Vec<i64>> {
             PDim::Dim(of, a) => Err(ctx.err(format!(
                 "sizes entry {i} is dim {a} of '{of}', only known at run time"
             ))),
+            PDim::Unknown => Err(ctx.err(format!("sizes entry {i} is only known at run time"))),
         })
         .collect()
 }

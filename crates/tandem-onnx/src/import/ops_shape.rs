@@ -69,14 +69,14 @@ fn check_rank(ctx: &NodeCtx<'_>, rank: usize) -> Result<()> {
 /// entry is known, e.g. `Shape(x)[2:]` of an `x` whose batch alone is dynamic.
 fn known_of<F: Emit>(f: &F, y: &F::Value, v: Option<Vec<PDim>>) -> Option<Known> {
     let v = v?;
-    if v.iter().any(|d| matches!(d, PDim::Dim(..))) {
+    if v.iter().any(|d| !matches!(d, PDim::Val(_))) {
         return Some(Known::Partial(v));
     }
     let vals: Vec<i64> = v
         .iter()
         .filter_map(|d| match d {
             PDim::Val(x) => Some(*x),
-            PDim::Dim(..) => None,
+            PDim::Dim(..) | PDim::Unknown => None,
         })
         .collect();
     let shape: Vec<usize> = match (f.rank(y), f.dim(y, 0)) {
@@ -273,9 +273,11 @@ fn concat<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     let a = axis(ctx, ctx.int("axis", 0)?, f.rank(&first.value))?;
     let vals: Vec<&F::Value> = xs.iter().map(|a| &a.value).collect();
     let y = f.concat(&vals, a as isize)?;
-    let known = if f.rank(&y) == 1 {
+    let known = if f.rank(&y) == 1 && !f.dtype(&y).is_float() {
+        // Pieces computed at run time (`batch * heads`) are unknown entries, so that a
+        // Reshape can still turn one of them into -1.
         xs.iter()
-            .map(|a| vector_of(a))
+            .map(|a| vector_of(a).or_else(|| f.dim(&a.value, 0).map(|n| vec![PDim::Unknown; n])))
             .collect::<Option<Vec<_>>>()
             .map(|v| v.concat())
     } else {
@@ -384,7 +386,7 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
         .iter()
         .map(|d| match d {
             PDim::Val(v) => Some(*v),
-            PDim::Dim(..) => None,
+            PDim::Dim(..) | PDim::Unknown => None,
         })
         .collect();
     if let Some(all) = all_known {
@@ -397,7 +399,7 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     for (i, d) in sel.iter().enumerate() {
         let p = match d {
             PDim::Val(v) => f.constant(Tensor::from_vec(vec![*v], &[1])?)?,
-            PDim::Dim(..) => {
+            PDim::Dim(..) | PDim::Unknown => {
                 let n = f.emit(
                     Op::DimSize {
                         axes: vec![s + i],
@@ -461,6 +463,9 @@ fn constant_of_shape<F: Emit>(
                 usize::try_from(*v).map_err(|_| ctx.err(format!("negative dim in {pdims:?}")))?,
             ),
             PDim::Dim(..) => None,
+            PDim::Unknown => {
+                return Err(ctx.err(format!("shape {pdims:?} has an entry computed at run time")))
+            }
         });
     }
     // Checked against a bound before allocating: the shape comes from the file.
@@ -616,7 +621,7 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
         .into_iter()
         .map(|d| match d {
             PDim::Val(v) => v,
-            PDim::Dim(..) => RUNTIME,
+            PDim::Dim(..) | PDim::Unknown => RUNTIME,
         })
         .collect();
     let xd = f.shape(x);
