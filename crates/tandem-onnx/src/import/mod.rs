@@ -18,6 +18,7 @@ mod ops_einsum;
 mod ops_extra;
 mod ops_math;
 mod ops_nn;
+mod ops_pad;
 mod ops_resize;
 mod ops_rnn;
 mod ops_shape;

@@ -1,7 +1,9 @@
 //! One node being imported: its attributes, its inputs (values plus whatever is known about
 //! them at import time) and the dispatch from `op_type` to the mapping functions.
 
-use super::{ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_resize, ops_rnn, ops_shape};
+use super::{
+    ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_pad, ops_resize, ops_rnn, ops_shape,
+};
 use crate::proto::{attr_type, AttributeProto, NodeProto, TensorProto};
 use tandem_ir::Emit;
 use tandem_tensor::{DType, Error, Result, Tensor};
@@ -354,6 +356,9 @@ pub(crate) fn apply_node<F: Emit>(
         return r;
     }
     if let Some(r) = ops_nn::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_pad::apply(op, ctx, f, args) {
         return r;
     }
     if let Some(r) = ops_convt::apply(op, ctx, f, args) {
