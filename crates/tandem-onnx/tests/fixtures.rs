@@ -95,6 +95,39 @@ fn keras_dense() {
 }
 
 #[test]
+fn decoder_upsample() {
+    // ConvTranspose (1-D and 2-D, groups, dilation, output_padding) and Resize (nearest,
+    // bilinear with half-pixel and align-corners, 1-D linear) as PyTorch exports them.
+    check_model(&entry("decoder_upsample"));
+}
+
+#[test]
+fn misc_ops() {
+    // Tile, CumSum, ReduceLogSumExp, ReduceL2, Selu, Celu, Mod, OneHot, DepthToSpace at
+    // opset 18 (reduce axes as inputs).
+    check_model(&entry("misc_ops"));
+}
+
+#[test]
+fn resize_convt_modes() {
+    // Every Resize coordinate mapping and rounding mode (nearest, linear, cubic), and
+    // ConvTranspose padding forms, against ONNX Runtime.
+    check_model(&entry("resize_convt_modes"));
+}
+
+#[test]
+fn rnn_seq() {
+    // LSTM and bidirectional GRU (PyTorch's batch_first export), reflect padding.
+    check_model(&entry("rnn_seq"));
+}
+
+#[test]
+fn mha_block() {
+    // nn.MultiheadAttention (batch_first) + residual + LayerNorm.
+    check_model(&entry("mha_block"));
+}
+
+#[test]
 fn every_manifest_model_is_covered() {
     let m = manifest();
     let names: Vec<&str> = m["models"]
@@ -110,7 +143,12 @@ fn every_manifest_model_is_covered() {
                 "mlp_opset17",
                 "lenet5",
                 "multiop",
-                "keras_dense"
+                "keras_dense",
+                "decoder_upsample",
+                "misc_ops",
+                "resize_convt_modes",
+                "rnn_seq",
+                "mha_block"
             ]
             .contains(n),
             "a new fixture model {n} needs a test"

@@ -13,13 +13,19 @@
 //! that entry unknown and turns it into a `-1` when it reaches a `Reshape`.
 
 mod node;
+mod ops_convt;
+mod ops_einsum;
+mod ops_extra;
 mod ops_math;
 mod ops_nn;
+mod ops_pad;
+mod ops_resize;
+mod ops_rnn;
 mod ops_shape;
 
 use crate::proto::{DimValue, GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
-use node::{apply_node, Arg, Known, NodeCtx};
+use node::{apply_node, Arg, Known, NodeCtx, PDim};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use tandem_ir::{Dim, Emit, Eval};
@@ -419,6 +425,7 @@ fn run_node<E: Emit>(
                     Some(Known::Full(t)) => Some(Arg {
                         value: t.clone(),
                         known: e.known.clone(),
+                        sources: Vec::new(),
                     }),
                     _ => None,
                 })
@@ -435,13 +442,31 @@ fn run_node<E: Emit>(
     } else {
         let mut args: Vec<Option<Arg<E::Value>>> = Vec::with_capacity(n.input.len());
         for name in &n.input {
-            match env.get_mut(name) {
-                Some(e) if !name.is_empty() => args.push(Some(Arg {
-                    value: materialize(emitter, e)?,
-                    known: e.known.clone(),
-                })),
-                _ => args.push(None),
+            let Some(e) = env.get_mut(name).filter(|_| !name.is_empty()) else {
+                args.push(None);
+                continue;
+            };
+            let value = materialize(emitter, e)?;
+            let known = e.known.clone();
+            // The values whose run-time dims a partly known shape vector refers to.
+            let mut sources: Vec<(String, E::Value)> = Vec::new();
+            if let Some(Known::Partial(dims)) = &known {
+                for d in dims {
+                    if let PDim::Dim(of, _) = d {
+                        if sources.iter().any(|(n, _)| n == of) {
+                            continue;
+                        }
+                        if let Some(src) = env.get_mut(of) {
+                            sources.push((of.clone(), materialize(emitter, src)?));
+                        }
+                    }
+                }
             }
+            args.push(Some(Arg {
+                value,
+                known,
+                sources,
+            }));
         }
         apply_node(ctx, emitter, &args)?
             .into_iter()

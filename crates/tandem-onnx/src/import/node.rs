@@ -1,7 +1,9 @@
 //! One node being imported: its attributes, its inputs (values plus whatever is known about
 //! them at import time) and the dispatch from `op_type` to the mapping functions.
 
-use super::{ops_math, ops_nn, ops_shape};
+use super::{
+    ops_convt, ops_einsum, ops_extra, ops_math, ops_nn, ops_pad, ops_resize, ops_rnn, ops_shape,
+};
 use crate::proto::{attr_type, AttributeProto, NodeProto, TensorProto};
 use tandem_ir::Emit;
 use tandem_tensor::{DType, Error, Result, Tensor};
@@ -22,6 +24,8 @@ pub(crate) enum PDim {
     Val(i64),
     /// Dim `axis` of the value named `of`, known only at run time (e.g. the batch).
     Dim(String, usize),
+    /// Known only at run time, from arithmetic on dims (`batch * heads`).
+    Unknown,
 }
 
 /// An input of a node: its value in the emitter and what is known about it.
@@ -29,6 +33,8 @@ pub(crate) enum PDim {
 pub(crate) struct Arg<V> {
     pub value: V,
     pub known: Option<Known>,
+    /// For a partly known shape vector: the values its run-time entries are dims of.
+    pub sources: Vec<(String, V)>,
 }
 
 /// Outputs of a node: each value with what is known about it.
@@ -45,14 +51,19 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "BatchNormalization",
     "Cast",
     "Ceil",
+    "Celu",
     "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvTranspose",
     "Cos",
+    "CumSum",
+    "DepthToSpace",
     "Div",
     "Dropout",
+    "Einsum",
     "Elu",
     "Equal",
     "Erf",
@@ -60,17 +71,23 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Floor",
+    "GRU",
     "Gather",
+    "GatherElements",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GroupNormalization",
     "HardSigmoid",
     "HardSwish",
     "Identity",
     "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LSTM",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
@@ -82,22 +99,32 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "MaxPool",
     "Mean",
     "Min",
+    "Mish",
+    "Mod",
     "Mul",
     "Neg",
     "Not",
+    "OneHot",
     "Or",
     "PRelu",
     "Pad",
     "Pow",
+    "Range",
     "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
     "ReduceMax",
     "ReduceMean",
     "ReduceMin",
     "ReduceProd",
     "ReduceSum",
+    "ReduceSumSquare",
     "Relu",
     "Reshape",
+    "Resize",
     "Round",
+    "Selu",
     "Shape",
     "Sigmoid",
     "Sign",
@@ -106,15 +133,23 @@ pub(crate) const SUPPORTED_OPS: &[&str] = &[
     "Slice",
     "Softmax",
     "Softplus",
+    "Softsign",
+    "SpaceToDepth",
     "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
     "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "TopK",
     "Transpose",
+    "Trilu",
     "Unsqueeze",
+    "Upsample",
     "Where",
+    "Xor",
 ];
 
 /// The node being imported, with attribute accessors.
@@ -185,6 +220,16 @@ impl NodeCtx<'_> {
             .map(|a| String::from_utf8_lossy(&a.s).into_owned()))
     }
 
+    /// A strings attribute, if present.
+    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
+        Ok(self.attr(name, attr_type::STRINGS)?.map(|a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        }))
+    }
+
     /// A tensor attribute, if present.
     pub fn tensor(&self, name: &str) -> Result<Option<&TensorProto>> {
         Ok(self
@@ -244,7 +289,7 @@ pub(crate) fn const_ints<V>(ctx: &NodeCtx<'_>, arg: &Arg<V>, what: &str) -> Resu
         .into_iter()
         .map(|d| match d {
             PDim::Val(v) => Some(v),
-            PDim::Dim(..) => None,
+            PDim::Dim(..) | PDim::Unknown => None,
         })
         .collect::<Option<Vec<i64>>>()
         .ok_or_else(|| {
@@ -311,6 +356,24 @@ pub(crate) fn apply_node<F: Emit>(
         return r;
     }
     if let Some(r) = ops_nn::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_pad::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_convt::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_resize::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_extra::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_einsum::apply(op, ctx, f, args) {
+        return r;
+    }
+    if let Some(r) = ops_rnn::apply(op, ctx, f, args) {
         return r;
     }
     Err(ctx.err(format!("op {op} is not supported at opset {}", ctx.opset)))

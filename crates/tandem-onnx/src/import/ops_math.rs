@@ -262,6 +262,22 @@ fn reduce<F: Emit>(
     axes_input_from: i64,
 ) -> Result<Outs<F::Value>> {
     let x = &req(ctx, args, 0)?.value;
+    match reduce_spec(ctx, f, args, axes_input_from)? {
+        None => one(x.clone()),
+        Some((axes, keep)) => one(f.reduce(op, x, &axes, keep)?),
+    }
+}
+
+/// The axes (normalized; empty = all) and `keepdims` of a reduce node whose axes are an
+/// input from opset `axes_input_from` on (an attribute before); `None` when the node is a
+/// no-op (`noop_with_empty_axes` with no axes).
+pub(super) fn reduce_spec<F: Emit>(
+    ctx: &NodeCtx<'_>,
+    f: &F,
+    args: &Args<F::Value>,
+    axes_input_from: i64,
+) -> Result<Option<(Vec<isize>, bool)>> {
+    let x = &req(ctx, args, 0)?.value;
     let keep = ctx.int("keepdims", 1)? != 0;
     let axes = if ctx.opset >= axes_input_from {
         match opt(args, 1) {
@@ -272,14 +288,14 @@ fn reduce<F: Emit>(
         ctx.ints("axes")?.unwrap_or_default()
     };
     if axes.is_empty() && ctx.int("noop_with_empty_axes", 0)? != 0 {
-        return one(x.clone());
+        return Ok(None);
     }
     let r = f.rank(x);
     let axes: Vec<isize> = axes
         .iter()
         .map(|&a| axis(ctx, a, r).map(|a| a as isize))
         .collect::<Result<_>>()?;
-    one(f.reduce(op, x, &axes, keep)?)
+    Ok(Some((axes, keep)))
 }
 
 fn arg_reduce<F: Emit>(

@@ -27,10 +27,10 @@ pub(super) fn apply<F: Emit>(
 }
 
 /// Bound on kernel sizes, strides, dilations and pads read from a file.
-const LIMIT: i64 = 1 << 16;
+pub(super) const LIMIT: i64 = 1 << 16;
 
 /// A 2-D window attribute; a 1-D op (`nd == 1`) is lifted to 2-D with a height of 1.
-fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize, nd: usize) -> Result<[usize; 2]> {
+pub(super) fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize, nd: usize) -> Result<[usize; 2]> {
     let ok = |v: &i64| (0..=LIMIT).contains(v);
     match ctx.ints(name)? {
         None => Ok([default; 2]),
@@ -123,7 +123,7 @@ fn check_geometry<F: Emit>(
 
 /// The number of spatial dims of an `[N, C, ...]` input (1 or 2) and the input lifted to
 /// 4-D (1-D inputs get a height of 1 at axis 2).
-fn lift<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<(usize, F::Value)> {
+pub(super) fn lift<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<(usize, F::Value)> {
     match f.rank(x) {
         4 => Ok((2, x.clone())),
         3 => Ok((1, f.unsqueeze(x, 2)?)),
@@ -134,7 +134,7 @@ fn lift<F: Emit>(ctx: &NodeCtx<'_>, f: &F, x: &F::Value) -> Result<(usize, F::Va
 }
 
 /// Undoes [`lift`] on a result.
-fn unlift<F: Emit>(f: &F, y: F::Value, nd: usize) -> Result<F::Value> {
+pub(super) fn unlift<F: Emit>(f: &F, y: F::Value, nd: usize) -> Result<F::Value> {
     if nd == 1 {
         f.squeeze(&y, 2)
     } else {

@@ -32,7 +32,6 @@ pub(super) fn apply<F: Emit>(
         "Cast" => cast(ctx, f, args),
         "Slice" => slice(ctx, f, args),
         "Expand" => expand(ctx, f, args),
-        "Pad" => pad(ctx, f, args),
         "Size" => size(f, args, ctx),
         "Split" => split(ctx, f, args),
         _ => return None,
@@ -64,10 +63,28 @@ fn check_rank(ctx: &NodeCtx<'_>, rank: usize) -> Result<()> {
     Ok(())
 }
 
-/// `Known::Partial` unless every entry is known (then the folder has the tensor anyway).
-fn partial(v: Option<Vec<PDim>>) -> Option<Known> {
-    v.filter(|v| v.iter().any(|d| matches!(d, PDim::Dim(..))))
-        .map(Known::Partial)
+/// What is known about a vector result `y` whose entries are `v`: `Known::Partial` while
+/// some entry is a run-time dim, the whole tensor (in `y`'s dtype and shape) once every
+/// entry is known, e.g. `Shape(x)[2:]` of an `x` whose batch alone is dynamic.
+fn known_of<F: Emit>(f: &F, y: &F::Value, v: Option<Vec<PDim>>) -> Option<Known> {
+    let v = v?;
+    if v.iter().any(|d| !matches!(d, PDim::Val(_))) {
+        return Some(Known::Partial(v));
+    }
+    let vals: Vec<i64> = v
+        .iter()
+        .filter_map(|d| match d {
+            PDim::Val(x) => Some(*x),
+            PDim::Dim(..) | PDim::Unknown => None,
+        })
+        .collect();
+    let shape: Vec<usize> = match (f.rank(y), f.dim(y, 0)) {
+        (0, _) if vals.len() == 1 => vec![],
+        (1, Some(n)) if n == vals.len() => vec![n],
+        _ => return None,
+    };
+    let t = Tensor::from_vec(vals, &shape).ok()?.cast(f.dtype(y)).ok()?;
+    Some(Known::Full(t))
 }
 
 fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -102,7 +119,7 @@ fn reshape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
     let t = resolve_target(ctx, &target, &data_name, &xd)?;
     let y = f.reshape(&x.value, &t)?;
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -215,7 +232,7 @@ fn squeeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<O
         y = f.squeeze(&y, a as isize)?;
     }
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -240,7 +257,7 @@ fn unsqueeze<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result
         y = f.unsqueeze(&y, a as isize)?;
     }
     let known = if f.rank(&y) <= 1 {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -255,15 +272,18 @@ fn concat<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
     let a = axis(ctx, ctx.int("axis", 0)?, f.rank(&first.value))?;
     let vals: Vec<&F::Value> = xs.iter().map(|a| &a.value).collect();
     let y = f.concat(&vals, a as isize)?;
-    let known = if f.rank(&y) == 1 {
+    let known = if f.rank(&y) == 1 && !f.dtype(&y).is_float() {
+        // Pieces computed at run time (`batch * heads`) are unknown entries, so that a
+        // Reshape can still turn one of them into -1.
         xs.iter()
-            .map(|a| vector_of(a))
+            .map(|a| vector_of(a).or_else(|| f.dim(&a.value, 0).map(|n| vec![PDim::Unknown; n])))
             .collect::<Option<Vec<_>>>()
             .map(|v| v.concat())
     } else {
         None
     };
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
 }
 
 fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -336,7 +356,8 @@ fn gather<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
         }
         _ => None,
     };
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
 }
 
 fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -364,7 +385,7 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
         .iter()
         .map(|d| match d {
             PDim::Val(v) => Some(*v),
-            PDim::Dim(..) => None,
+            PDim::Dim(..) | PDim::Unknown => None,
         })
         .collect();
     if let Some(all) = all_known {
@@ -377,7 +398,7 @@ fn shape<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     for (i, d) in sel.iter().enumerate() {
         let p = match d {
             PDim::Val(v) => f.constant(Tensor::from_vec(vec![*v], &[1])?)?,
-            PDim::Dim(..) => {
+            PDim::Dim(..) | PDim::Unknown => {
                 let n = f.emit(
                     Op::DimSize {
                         axes: vec![s + i],
@@ -421,12 +442,9 @@ fn constant_of_shape<F: Emit>(
     f: &F,
     args: &Args<F::Value>,
 ) -> Result<Outs<F::Value>> {
-    let shape = const_ints(ctx, req(ctx, args, 0)?, "shape")?;
-    check_rank(ctx, shape.len())?;
-    let shape: Vec<usize> = shape
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| ctx.err(format!("negative dim in {shape:?}"))))
-        .collect::<Result<_>>()?;
+    let shape_arg = req(ctx, args, 0)?;
+    let pdims = known_dims(ctx, shape_arg, "shape")?;
+    check_rank(ctx, pdims.len())?;
     let (value, dtype) = match ctx.tensor("value")? {
         Some(t) => {
             let t = tensor_from_proto(t)?;
@@ -437,10 +455,49 @@ fn constant_of_shape<F: Emit>(
         }
         None => (0.0, DType::F32),
     };
+    let mut dims: Vec<Option<usize>> = Vec::with_capacity(pdims.len());
+    for d in &pdims {
+        dims.push(match d {
+            PDim::Val(v) => Some(
+                usize::try_from(*v).map_err(|_| ctx.err(format!("negative dim in {pdims:?}")))?,
+            ),
+            PDim::Dim(..) => None,
+            PDim::Unknown => {
+                return Err(ctx.err(format!("shape {pdims:?} has an entry computed at run time")))
+            }
+        });
+    }
     // Checked against a bound before allocating: the shape comes from the file.
-    let dims: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
     check_created(ctx, "result", &dims)?;
-    one(f.full(&shape, value, dtype)?)
+    if let Some(shape) = dims.iter().copied().collect::<Option<Vec<usize>>>() {
+        return one(f.full(&shape, value, dtype)?);
+    }
+    // Entries known only at run time (a batch from `Shape`): zeros shaped [1, .., n, .., 1]
+    // from the value that has that dim, broadcast against the static part.
+    if dtype == DType::Bool {
+        return Err(ctx.err("a bool result with run-time dims is not supported"));
+    }
+    let rank = dims.len();
+    let base: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
+    let mut y = f.full(&base, value, dtype)?;
+    for (k, d) in pdims.iter().enumerate() {
+        let PDim::Dim(of, a) = d else { continue };
+        let src = shape_arg
+            .sources
+            .iter()
+            .find(|(n, _)| n == of)
+            .map(|(_, v)| v)
+            .ok_or_else(|| ctx.err(format!("shape entry {k} refers to unknown value '{of}'")))?;
+        let mut col = src.clone();
+        for other in (0..f.rank(src)).filter(|o| o != a) {
+            col = f.narrow(&col, other as isize, 0, 1)?;
+        }
+        let mut target = vec![1isize; rank];
+        target[k] = -1;
+        let col = f.reshape(&col, &target)?;
+        y = f.add(&y, &f.full_like(&col, 0.0, Some(dtype))?)?;
+    }
+    one(y)
 }
 
 fn cast<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
@@ -450,7 +507,7 @@ fn cast<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs
         .ok_or_else(|| ctx.err(format!("cannot cast to {}", onnx_type_name(code))))?;
     let y = f.cast(&x.value, d)?;
     let known = if !d.is_float() {
-        partial(vector_of(x))
+        known_of(f, &y, vector_of(x))
     } else {
         None
     };
@@ -489,11 +546,24 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
     let mut known = vector_of(x).filter(|_| r == 1);
     for i in 0..n {
         let a = axis(ctx, axes[i], r)?;
-        if steps[i] <= 0 {
-            return Err(ctx.err(format!(
-                "step {} is not supported (positive steps only)",
-                steps[i]
-            )));
+        if steps[i] == 0 {
+            return Err(ctx.err("step 0 is invalid"));
+        }
+        if steps[i] < 0 {
+            // Reversed slices (torch.flip) pick their indices at import time.
+            let d = f
+                .dim(&y, a)
+                .ok_or_else(|| ctx.err("a negative step needs the sliced dimension to be known"))?;
+            let ids = reversed_indices(d, starts[i], ends[i], steps[i]);
+            known = known.map(|v| {
+                ids.iter()
+                    .filter_map(|&k| v.get(k as usize).cloned())
+                    .collect()
+            });
+            let n = ids.len();
+            let idx = f.constant(Tensor::from_vec(ids, &[n])?)?;
+            y = f.index_select(&y, a as isize, &idx)?;
+            continue;
         }
         let (s, e, st) = (
             starts[i].clamp(isize::MIN as i64, isize::MAX as i64) as isize,
@@ -513,22 +583,59 @@ fn slice<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Out
             None => None,
         };
     }
-    Ok(vec![(y, partial(known))])
+    let known = known_of(f, &y, known);
+    Ok(vec![(y, known)])
+}
+
+/// A run-time entry of Expand's shape.
+const RUNTIME: i64 = -2;
+
+/// The indices picked by an ONNX slice with a negative `step` along a dim of size `d`.
+fn reversed_indices(d: usize, start: i64, end: i64, step: i64) -> Vec<i64> {
+    if d == 0 {
+        return Vec::new();
+    }
+    let d = d as i64;
+    let start = if start < 0 {
+        start.saturating_add(d)
+    } else {
+        start
+    }
+    .clamp(0, d - 1);
+    let end = if end < 0 { end.saturating_add(d) } else { end }.clamp(-1, d - 1);
+    let mut out = Vec::new();
+    let mut k = start;
+    while k > end && d > 0 {
+        out.push(k);
+        k = k.saturating_add(step);
+    }
+    out
 }
 
 fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
     let x = &req(ctx, args, 0)?.value;
-    let shape = const_ints(ctx, req(ctx, args, 1)?, "shape")?;
+    // Entries known only at run time (a `Shape` of a value with a dynamic batch) are `-2`:
+    // the input's own dim at that position is kept.
+    let shape: Vec<i64> = known_dims(ctx, req(ctx, args, 1)?, "shape")?
+        .into_iter()
+        .map(|d| match d {
+            PDim::Val(v) => v,
+            PDim::Dim(..) | PDim::Unknown => RUNTIME,
+        })
+        .collect();
     let xd = f.shape(x);
     let out_rank = xd.len().max(shape.len());
     check_rank(ctx, out_rank)?;
-    let mut out = vec![0usize; out_rank];
+    let mut out: Vec<Option<usize>> = vec![None; out_rank];
     for (i, o) in out.iter_mut().enumerate() {
         let xi = (i + xd.len()).checked_sub(out_rank).map(|j| xd[j]);
         let si = (i + shape.len()).checked_sub(out_rank).map(|j| shape[j]);
         *o = match (xi, si) {
-            (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => d,
-            (_, Some(s)) if s >= 0 => s as usize,
+            (Some(Some(d)), Some(1)) | (Some(Some(d)), None) => Some(d),
+            // A run-time dim (the batch) broadcast against 1 stays as it is.
+            (Some(None), Some(1)) | (Some(None), None) | (Some(None), Some(RUNTIME)) => None,
+            (Some(Some(d)), Some(RUNTIME)) if d != 1 => Some(d),
+            (_, Some(s)) if s >= 0 => Some(s as usize),
             _ => {
                 return Err(ctx.err(format!(
                     "cannot expand input of shape {} to {shape:?}",
@@ -537,51 +644,29 @@ fn expand<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Ou
             }
         };
     }
-    let dims: Vec<Option<usize>> = out.iter().map(|&d| Some(d)).collect();
-    check_created(ctx, "result", &dims)?;
-    one(f.expand(x, &out)?)
-}
-
-fn pad<F: Emit>(ctx: &NodeCtx<'_>, f: &F, args: &Args<F::Value>) -> Result<Outs<F::Value>> {
-    let x = &req(ctx, args, 0)?.value;
-    let mode = ctx.string("mode")?.unwrap_or_else(|| "constant".into());
-    if mode != "constant" {
-        return Err(ctx.err(format!("mode '{mode}' is not supported (constant only)")));
+    check_created(ctx, "result", &out)?;
+    if let Some(known) = out.iter().copied().collect::<Option<Vec<usize>>>() {
+        return one(f.expand(x, &known)?);
     }
-    let (pads, value) = if ctx.opset < 11 {
-        let p = ctx
-            .ints("pads")?
-            .ok_or_else(|| ctx.err("pads are required"))?;
-        (p, ctx.float("value", 0.0)? as f64)
-    } else {
-        if opt(args, 3).is_some() {
-            return Err(ctx.err("the axes input is not supported"));
+    // Some dims are only known at run time: a no-op when nothing grows (PyTorch's `repeat`
+    // exports Expand to ones), else broadcasting against zeros of the static part.
+    let lead = out_rank - xd.len();
+    if out[lead..] == xd[..] {
+        let mut y = x.clone();
+        for _ in 0..lead {
+            y = f.unsqueeze(&y, 0)?;
         }
-        let p = const_ints(ctx, req(ctx, args, 1)?, "pads")?;
-        let v = match opt(args, 2) {
-            Some(a) => const_tensor(a)
-                .ok_or_else(|| ctx.err("constant_value must be known at import time"))?
-                .item()?,
-            None => 0.0,
-        };
-        (p, v)
-    };
-    let r = f.rank(x);
-    if pads.len() != 2 * r {
-        return Err(ctx.err(format!("pads {pads:?} do not match rank {r}")));
+        return one(y);
     }
-    let mut pp = Vec::with_capacity(r);
-    let mut dims = f.shape(x);
-    for i in 0..r {
-        let (b, e) = (pads[i], pads[i + r]);
-        if !(0..=1 << 24).contains(&b) || !(0..=1 << 24).contains(&e) {
-            return Err(ctx.err(format!("pads {pads:?} are negative or too large")));
-        }
-        pp.push((b as usize, e as usize));
-        dims[i] = dims[i].map(|d| d + (b + e) as usize);
+    let dtype = f.dtype(x);
+    if dtype == DType::Bool {
+        return Err(ctx.err(format!(
+            "cannot expand a bool input of shape {} with run-time dims",
+            tandem_ir::infer::fmt_shape(&xd)
+        )));
     }
-    check_created(ctx, "result", &dims)?;
-    one(f.emit(Op::Pad { pads: pp, value }, &[x])?)
+    let base: Vec<usize> = out.iter().map(|d| d.unwrap_or(1)).collect();
+    one(f.add(x, &f.full(&base, 0.0, dtype)?)?)
 }
 
 fn size<F: Emit>(f: &F, args: &Args<F::Value>, ctx: &NodeCtx<'_>) -> Result<Outs<F::Value>> {
