@@ -15,8 +15,6 @@ use crate::layout::Layout;
 use crate::{f16, Element, Error, Result};
 use rayon::prelude::*;
 
-mod small;
-
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -230,12 +228,6 @@ pub fn gemm<T: GemmScalar>(
         return Ok(());
     }
     let mut dst = dst;
-    if T::VECTOR_KERNELS
-        && m <= small::SMALL_M
-        && small::dot_product(&mut dst, &lhs, &rhs, accumulate)
-    {
-        return Ok(());
-    }
     if T::VECTOR_KERNELS && (m == 1 || n == 1) && vector_product(&mut dst, &lhs, &rhs, accumulate) {
         return Ok(());
     }
