@@ -189,18 +189,28 @@ pub fn adam_step(
             dispatch(
                 #[inline(always)]
                 || {
-                    // Zipped iterators (no indexing) so that the loop vectorizes.
-                    let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
-                    for (((p, &g), m), v) in it {
-                        let gi = if l2 { g + wd * *p } else { g };
-                        if decoupled {
-                            *p *= decay;
-                        }
-                        let mi = *m + (1.0 - b1) * (gi - *m);
-                        let vi = b2 * *v + (1.0 - b2) * gi * gi;
-                        *m = mi;
-                        *v = vi;
-                        *p -= step_size * mi / (vi.sqrt() / bc2s + eps);
+                    // Zipped iterators (no indexing), and one loop per weight-decay mode
+                    // with no branch inside (a conditional store keeps the loop scalar), so
+                    // that the loop vectorizes.
+                    macro_rules! adam_loop {
+                        ($l2:expr, $decoupled:expr) => {{
+                            let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+                            for (((p, &g), m), v) in it {
+                                let gi = if $l2 { g + wd * *p } else { g };
+                                let pi = if $decoupled { *p * decay } else { *p };
+                                let mi = *m + (1.0 - b1) * (gi - *m);
+                                let vi = b2 * *v + (1.0 - b2) * gi * gi;
+                                *m = mi;
+                                *v = vi;
+                                *p = pi - step_size * mi / (vi.sqrt() / bc2s + eps);
+                            }
+                        }};
+                    }
+                    match (l2, decoupled) {
+                        (false, false) => adam_loop!(false, false),
+                        (true, false) => adam_loop!(true, false),
+                        (false, true) => adam_loop!(false, true),
+                        (true, true) => adam_loop!(true, true),
                     }
                 },
             )
