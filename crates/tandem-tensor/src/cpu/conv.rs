@@ -591,7 +591,7 @@ fn weight_grad_direct<T: DirectScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) ->
     let mut dw = vec![<T as GemmScalar>::ZERO; g.o * kg];
     for accs in &parts {
         for (acc, dw_g) in accs.iter().zip(dw.chunks_exact_mut(g.og() * kg)) {
-            acc.add_to(g, dw_g);
+            acc.add_to(dw_g);
         }
     }
     Ok(dw)

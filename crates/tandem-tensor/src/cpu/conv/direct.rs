@@ -5,68 +5,30 @@
 //! output positions on the padded width, `q = y * wp + x`. With stride 1, tap `(c, ki, kj)` of
 //! output `q` reads padded element `c*hp*wp + ki*dh*wp + kj*dw + q`, so for every tap the
 //! inputs of consecutive outputs are consecutive: the convolution is a sum of shifted,
-//! scaled copies of one buffer ([`correlate`]), computed in register tiles of 32 outputs by
-//! up to 8 output channels. The positions with `x >= ow` are computed and thrown away (the
+//! scaled copies of one buffer ([`correlate`]), one long vectorized axpy per tap and output
+//! channel. The positions with `x >= ow` are computed and thrown away (the
 //! price of the layout: 12% for LeNet's conv1, 28% for conv2), but nothing is packed or laid
 //! out as columns, and the whole working set of one sample stays in L1.
 //!
 //! The input gradient is the same correlation run backwards (zero-padded output gradient,
 //! negative tap offsets, weights transposed), the weight gradient a set of dot products
-//! between output-gradient rows and shifted input rows ([`dot_block`]).
+//! between output-gradient rows and shifted input rows ([`dot`]).
 
 use super::super::matmul::GemmScalar;
 use super::super::simd::dispatch;
 use super::ConvGeom;
 use crate::{Error, Float, Result};
 
-/// Outputs per register tile.
+/// Flat row lengths are rounded up to a multiple of this (whole vectors at the row ends).
 const TILE: usize = 32;
-/// Lanes of the weight-gradient accumulators.
+/// Lanes of the weight-gradient partial sums.
 const LANES: usize = 16;
-/// Output-channel and tap blocks of the weight gradient.
-const WG_O: usize = 4;
-const WG_T: usize = 4;
 
 /// Scalars of the convolution kernels: `f32` and `f64` (the half types are computed in `f32`
-/// by the tensor ops), with a fused multiply-add.
-pub trait DirectScalar: GemmScalar + Float {
-    /// `a * b + c`, fused.
-    fn fma(a: Self, b: Self, c: Self) -> Self;
-}
-impl DirectScalar for f32 {
-    #[inline(always)]
-    fn fma(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-impl DirectScalar for f64 {
-    #[inline(always)]
-    fn fma(a: f64, b: f64, c: f64) -> f64 {
-        a.mul_add(b, c)
-    }
-}
-
-/// `a * b + c`: fused where the CPU has FMA (`mul_add` without the instruction is a slow
-/// library call), separately otherwise.
-#[inline(always)]
-fn madd<T: DirectScalar, const FUSED: bool>(a: T, b: T, c: T) -> T {
-    if FUSED {
-        T::fma(a, b, c)
-    } else {
-        a * b + c
-    }
-}
-
-fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+/// by the tensor ops).
+pub trait DirectScalar: GemmScalar + Float {}
+impl DirectScalar for f32 {}
+impl DirectScalar for f64 {}
 
 /// True when the direct kernels handle `g`: stride 1 and few channels per group, where
 /// im2col + gemm spends most of its time laying out and packing small matrices.
@@ -100,38 +62,45 @@ impl Flat {
     }
 }
 
-/// `out[m * pitch + q] = sum over t of wts[t * M + m] * src[offs[t] + q]` for `m < M` and
-/// `q < q_len`, with `q_len` a multiple of [`TILE`]; `wts` holds the `M` weights of each tap
-/// next to each other. Fails (instead of panicking) if a read or write would leave a slice.
-fn correlate_block<T: DirectScalar, const M: usize, const FUSED: bool>(
+/// `out[m * pitch + q] = sum over t of wts[m * taps + t] * src[offs[t] + q]` for
+/// `m < m_total` and `q < q_len`: one axpy over a whole row per tap and output row (long
+/// contiguous loops that vectorize; the rows stay in L1 for the layer sizes this path takes).
+/// Returns `None` (instead of panicking) if a read or write would leave a slice.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn correlate_rows<T: DirectScalar>(
     src: &[T],
     offs: &[usize],
     wts: &[T],
+    m_total: usize,
     out: &mut [T],
     pitch: usize,
     q_len: usize,
 ) -> Option<()> {
-    for q0 in (0..q_len).step_by(TILE) {
-        let mut acc = [[<T as Float>::ZERO; TILE]; M];
-        for (&off, w) in offs.iter().zip(wts.chunks_exact(M)) {
-            let w: &[T; M] = w.try_into().ok()?;
-            let x: &[T; TILE] = src.get(off + q0..off + q0 + TILE)?.try_into().ok()?;
-            for (a, &wv) in acc.iter_mut().zip(w) {
-                for (a, &xv) in a.iter_mut().zip(x) {
-                    *a = madd::<T, FUSED>(wv, xv, *a);
+    let taps = offs.len();
+    for m in 0..m_total {
+        let row = out.get_mut(m * pitch..m * pitch + q_len)?;
+        let w = wts.get(m * taps..(m + 1) * taps)?;
+        for (t, (&off, &wv)) in offs.iter().zip(w).enumerate() {
+            let x = src.get(off..off + q_len)?;
+            if t == 0 {
+                for (o, &xv) in row.iter_mut().zip(x) {
+                    *o = wv * xv;
+                }
+            } else {
+                for (o, &xv) in row.iter_mut().zip(x) {
+                    *o = *o + wv * xv;
                 }
             }
         }
-        for (m, a) in acc.iter().enumerate() {
-            out.get_mut(m * pitch + q0..m * pitch + q0 + TILE)?
-                .copy_from_slice(a);
+        if taps == 0 {
+            row.fill(<T as Float>::ZERO);
         }
     }
     Some(())
 }
 
-/// [`correlate_block`] for any number of rows `m_total` (blocks of up to 8): `wts` is
-/// `[m_total, taps]` row-major and is repacked per block into `packed`.
+/// [`correlate_rows`] run under the widest instruction set the CPU has.
 #[allow(clippy::too_many_arguments)]
 fn correlate<T: DirectScalar>(
     src: &[T],
@@ -141,74 +110,28 @@ fn correlate<T: DirectScalar>(
     out: &mut [T],
     pitch: usize,
     q_len: usize,
-    packed: &mut Vec<T>,
-    fused: bool,
 ) -> Option<()> {
-    let taps = offs.len();
-    let mut m0 = 0;
-    while m0 < m_total {
-        let mb = (m_total - m0).min(8);
-        packed.clear();
-        for t in 0..taps {
-            for m in m0..m0 + mb {
-                packed.push(*wts.get(m * taps + t)?);
-            }
-        }
-        let out = out.get_mut(m0 * pitch..)?;
-        macro_rules! run {
-            ($($n:literal)*) => {
-                match (mb, fused) {
-                    $(
-                        ($n, true) => dispatch(
-                            #[inline(always)]
-                            || correlate_block::<T, $n, true>(src, offs, packed, out, pitch, q_len),
-                        ),
-                        ($n, false) => dispatch(
-                            #[inline(always)]
-                            || correlate_block::<T, $n, false>(src, offs, packed, out, pitch, q_len),
-                        ),
-                    )*
-                    _ => None,
-                }?
-            };
-        }
-        run!(1 2 3 4 5 6 7 8);
-        m0 += mb;
-    }
-    Some(())
+    dispatch(
+        #[inline(always)]
+        || correlate_rows(src, offs, wts, m_total, out, pitch, q_len),
+    )
 }
 
-/// Adds `acc[o][t][lane] += sum over q of gy[o * pitch + q] * src[offs[t] + q]` for one block
-/// of [`WG_O`] gradient rows and [`WG_T`] taps, `q < q_len` (a multiple of [`LANES`]).
+/// `sum over q < q_len of a[q] * b[q]` with [`LANES`] independent partial sums (so the loop
+/// vectorizes); `q_len` is a multiple of [`LANES`].
 #[inline(always)]
-fn dot_block<T: DirectScalar, const FUSED: bool>(
-    gy: &[T],
-    pitch: usize,
-    src: &[T],
-    offs: &[usize; WG_T],
-    q_len: usize,
-    acc: &mut [[[T; LANES]; WG_T]; WG_O],
-) -> Option<()> {
-    let mut a = *acc;
-    for q0 in (0..q_len).step_by(LANES) {
-        let mut gv = [[<T as Float>::ZERO; LANES]; WG_O];
-        for (o, g) in gv.iter_mut().enumerate() {
-            *g = gy
-                .get(o * pitch + q0..o * pitch + q0 + LANES)?
-                .try_into()
-                .ok()?;
-        }
-        for (t, &off) in offs.iter().enumerate() {
-            let x: &[T; LANES] = src.get(off + q0..off + q0 + LANES)?.try_into().ok()?;
-            for (ao, g) in a.iter_mut().zip(&gv) {
-                for ((l, &gl), &xl) in ao[t].iter_mut().zip(g).zip(x) {
-                    *l = madd::<T, FUSED>(gl, xl, *l);
-                }
-            }
+fn dot<T: DirectScalar>(a: &[T], b: &[T]) -> T {
+    let mut acc = [<T as Float>::ZERO; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for j in 0..LANES {
+            acc[j] = acc[j] + x[j] * y[j];
         }
     }
-    *acc = a;
-    Some(())
+    let mut s = <T as Float>::ZERO;
+    for v in acc {
+        s += v;
+    }
+    s
 }
 
 /// Per-task buffers of the direct kernels; the zero padding of `pad` and `gy` is written once
@@ -219,8 +142,6 @@ pub(crate) struct Direct<T> {
     gy: Vec<T>,
     gy_key: (usize, usize, usize),
     out: Vec<T>,
-    packed: Vec<T>,
-    fused: bool,
 }
 
 impl<T: DirectScalar> Direct<T> {
@@ -231,8 +152,6 @@ impl<T: DirectScalar> Direct<T> {
             gy: Vec::new(),
             gy_key: (0, 0, 0),
             out: Vec::new(),
-            packed: Vec::new(),
-            fused: has_fma(),
         }
     }
 
@@ -306,8 +225,6 @@ impl<T: DirectScalar> Direct<T> {
             &mut self.out,
             f.q_tiles,
             f.q_tiles,
-            &mut self.packed,
-            self.fused,
         )?;
         for (o, plane) in out_g.chunks_exact_mut(g.p()).enumerate() {
             for (y, row) in plane.chunks_exact_mut(g.ow).enumerate() {
@@ -394,17 +311,7 @@ impl<T: DirectScalar> Direct<T> {
             }
         }
         self.out.resize(cg * q_len, <T as Float>::ZERO);
-        correlate(
-            &self.gy,
-            &offs,
-            &wt,
-            cg,
-            &mut self.out,
-            q_len,
-            q_len,
-            &mut self.packed,
-            self.fused,
-        )?;
+        correlate(&self.gy, &offs, &wt, cg, &mut self.out, q_len, q_len)?;
         for (c, plane) in dx_g.chunks_exact_mut(g.h * g.w).enumerate() {
             for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
                 let from = c * q_len + y * f.wp;
@@ -437,68 +344,41 @@ impl<T: DirectScalar> Direct<T> {
         let f = self.flat;
         self.load_padded(g, x_g, g.cg())?;
         let q_len = f.q.div_ceil(LANES) * LANES;
-        let rows = acc.o_blocks * WG_O;
-        // Rows past O/g stay zero.
-        self.load_grad(g, gy_g, rows, 0, q_len);
-        let mut offs = self.forward_offsets(g);
-        offs.resize(acc.t_blocks * WG_T, 0);
-        let fused = self.fused;
-        for ob in 0..acc.o_blocks {
-            let gy = self.gy.get(ob * WG_O * q_len..)?;
-            for (tb, to) in offs.chunks_exact(WG_T).enumerate() {
-                let to: &[usize; WG_T] = to.try_into().ok()?;
-                let a = acc.blocks.get_mut(ob * acc.t_blocks + tb)?;
-                let pad = &self.pad;
-                if fused {
-                    dispatch(
-                        #[inline(always)]
-                        || dot_block::<T, true>(gy, q_len, pad, to, q_len, a),
-                    )?;
-                } else {
-                    dispatch(
-                        #[inline(always)]
-                        || dot_block::<T, false>(gy, q_len, pad, to, q_len, a),
-                    )?;
+        self.load_grad(g, gy_g, g.og(), 0, q_len);
+        let offs = self.forward_offsets(g);
+        let (gy, pad, kg) = (&self.gy, &self.pad, g.kg());
+        dispatch(
+            #[inline(always)]
+            || {
+                for (o, row) in acc.sums.chunks_exact_mut(kg).enumerate() {
+                    let gr = gy.get(o * q_len..(o + 1) * q_len)?;
+                    for (d, &off) in row.iter_mut().zip(&offs) {
+                        *d += dot(gr, pad.get(off..off + q_len)?);
+                    }
                 }
-            }
-        }
-        Some(())
+                Some(())
+            },
+        )
     }
 }
 
-/// Lane-wise partial sums of one group's weight gradient: blocks of [`WG_O`] output channels
-/// by [`WG_T`] taps, each a vector of [`LANES`] partial sums.
+/// One group's weight gradient summed over a task's samples, `[O/g, C/g*kh*kw]`.
 pub(crate) struct WgradAcc<T> {
-    o_blocks: usize,
-    t_blocks: usize,
-    blocks: Vec<[[[T; LANES]; WG_T]; WG_O]>,
+    sums: Vec<T>,
 }
 
 impl<T: DirectScalar> WgradAcc<T> {
     /// Zeroed sums for the geometry's `O/g x C/g*kh*kw` gradient.
     pub(crate) fn new(g: &ConvGeom) -> WgradAcc<T> {
-        let (o_blocks, t_blocks) = (g.og().div_ceil(WG_O), g.kg().div_ceil(WG_T));
         WgradAcc {
-            o_blocks,
-            t_blocks,
-            blocks: vec![[[[<T as Float>::ZERO; LANES]; WG_T]; WG_O]; o_blocks * t_blocks],
+            sums: vec![<T as Float>::ZERO; g.og() * g.kg()],
         }
     }
 
     /// Adds the sums into `dw_g` `[O/g, C/g*kh*kw]`.
-    pub(crate) fn add_to(&self, g: &ConvGeom, dw_g: &mut [T]) {
-        let kg = g.kg();
-        for (o, row) in dw_g.chunks_exact_mut(kg).enumerate() {
-            for (t, d) in row.iter_mut().enumerate() {
-                if let Some(b) = self.blocks.get((o / WG_O) * self.t_blocks + t / WG_T) {
-                    let lanes = &b[o % WG_O][t % WG_T];
-                    let mut s = <T as Float>::ZERO;
-                    for &l in lanes {
-                        s += l;
-                    }
-                    *d += s;
-                }
-            }
+    pub(crate) fn add_to(&self, dw_g: &mut [T]) {
+        for (d, &s) in dw_g.iter_mut().zip(&self.sums) {
+            *d += s;
         }
     }
 }
