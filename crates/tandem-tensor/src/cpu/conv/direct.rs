@@ -89,7 +89,7 @@ fn correlate_rows<T: DirectScalar>(
                 }
             } else {
                 for (o, &xv) in row.iter_mut().zip(x) {
-                    *o = *o + wv * xv;
+                    *o += wv * xv;
                 }
             }
         }
@@ -124,7 +124,7 @@ fn dot<T: DirectScalar>(a: &[T], b: &[T]) -> T {
     let mut acc = [<T as Float>::ZERO; LANES];
     for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for j in 0..LANES {
-            acc[j] = acc[j] + x[j] * y[j];
+            acc[j] += x[j] * y[j];
         }
     }
     let mut s = <T as Float>::ZERO;
