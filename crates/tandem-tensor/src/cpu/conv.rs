@@ -7,19 +7,12 @@
 //! `sum over samples of grad_out_g @ col^T`. A 1x1 convolution with stride 1 and no padding
 //! skips im2col: the input plane already is the column matrix.
 //!
-//! Stride-1 convolutions with few channels per group skip im2col and `gemm` altogether: see
-//! [`direct`] (the module's kernels, private).
-//!
 //! Work is spread over the samples of the batch (one column buffer per task, single-threaded
 //! `gemm` inside); a batch of one runs `gemm` with its own threads instead.
-
-mod direct;
 
 use super::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
 use super::simd::dispatch;
 use crate::{Conv2dParams, Error, Result};
-pub use direct::DirectScalar;
-use direct::{Direct, WgradAcc};
 use rayon::prelude::*;
 
 /// The checked geometry of a convolution: NCHW input, `[O, C/groups, kh, kw]` weight.
@@ -342,14 +335,12 @@ fn col2im<T: GemmScalar>(g: &ConvGeom, s: &mut Scratch<T>, x: &mut [T]) {
 }
 
 /// Runs `f(sample, out_chunk_of_that_sample, scratch, threads)` for every sample, over
-/// the thread pool when the batch and the work are big enough; `make` builds the per-task
-/// scratch.
-fn per_sample<T: GemmScalar, S>(
+/// the thread pool when the batch and the work are big enough.
+fn per_sample<T: GemmScalar>(
     g: &ConvGeom,
     out: &mut [T],
     out_per_sample: usize,
-    make: impl Fn() -> S + Sync,
-    f: impl Fn(usize, &mut [T], &mut S, Threads) -> Result<()> + Sync,
+    f: impl Fn(usize, &mut [T], &mut Scratch<T>, Threads) -> Result<()> + Sync,
 ) -> Result<()> {
     if out_per_sample == 0 {
         return Ok(());
@@ -360,14 +351,14 @@ fn per_sample<T: GemmScalar, S>(
         out.par_chunks_mut(per_task * out_per_sample)
             .enumerate()
             .try_for_each(|(t, chunk)| {
-                let mut scratch = make();
+                let mut scratch = Scratch::new(g);
                 for (i, o) in chunk.chunks_mut(out_per_sample).enumerate() {
                     f(t * per_task + i, o, &mut scratch, Threads::Single)?;
                 }
                 Ok(())
             })
     } else {
-        let mut scratch = make();
+        let mut scratch = Scratch::new(g);
         for (s, o) in out.chunks_mut(out_per_sample).enumerate() {
             f(s, o, &mut scratch, Threads::Auto)?;
         }
@@ -382,22 +373,11 @@ fn weight_of_group<'a, T>(weight: &'a [T], g: &ConvGeom, grp: usize) -> Result<M
 
 /// Forward convolution of contiguous NCHW `x` with contiguous `weight`, plus `bias` `[O]`:
 /// returns the contiguous `[N, O, oh, ow]` output.
-pub fn conv2d<T: DirectScalar>(
+pub fn conv2d<T: GemmScalar>(
     x: &[T],
     weight: &[T],
     bias: Option<&[T]>,
     g: &ConvGeom,
-) -> Result<Vec<T>> {
-    conv2d_path(x, weight, bias, g, direct::applies(g))
-}
-
-/// [`conv2d`] by the direct kernels when `direct` (and they apply), else by im2col + `gemm`.
-fn conv2d_path<T: DirectScalar>(
-    x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    g: &ConvGeom,
-    direct: bool,
 ) -> Result<Vec<T>> {
     g.check_len("input", x.len(), g.n * g.in_sample())?;
     g.check_len("weight", weight.len(), g.o * g.kg())?;
@@ -405,209 +385,76 @@ fn conv2d_path<T: DirectScalar>(
         g.check_len("bias", b.len(), g.o)?;
     }
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
-    let mut out = vec![<T as GemmScalar>::ZERO; g.n * g.out_sample()];
-    let fill_bias = |out_n: &mut [T]| {
+    let mut out = vec![T::ZERO; g.n * g.out_sample()];
+    per_sample(g, &mut out, g.out_sample(), |s, out_n, scratch, threads| {
+        let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
         if let Some(b) = bias {
             for (row, &v) in out_n.chunks_mut(p).zip(b) {
                 row.fill(v);
             }
         }
-    };
-    if direct && direct::applies(g) {
-        let og_len = g.og() * p;
-        return per_sample(
-            g,
-            &mut out,
-            g.out_sample(),
-            || Direct::new(g),
-            |s, out_n, scratch, _| {
-                fill_bias(out_n);
-                let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
-                for grp in 0..g.groups() {
-                    scratch.forward(
-                        g,
-                        &x_n[grp * cg_len..(grp + 1) * cg_len],
-                        &weight[grp * g.og() * kg..(grp + 1) * g.og() * kg],
-                        &mut out_n[grp * og_len..(grp + 1) * og_len],
-                        bias.is_some(),
-                    )?;
-                }
-                Ok(())
-            },
-        )
-        .map(|()| out);
-    }
-    per_sample(
-        g,
-        &mut out,
-        g.out_sample(),
-        || Scratch::new(g),
-        |s, out_n, scratch, threads| {
-            let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
-            fill_bias(out_n);
-            for grp in 0..g.groups() {
-                let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
-                let rhs = if g.pointwise() {
-                    MatRef::row_major(x_g, kg, p)?
-                } else {
-                    im2col(x_g, g, scratch);
-                    MatRef::row_major(&scratch.col, kg, p)?
-                };
-                let dst = MatMut::new(out_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
-                gemm(
-                    dst,
-                    weight_of_group(weight, g, grp)?,
-                    rhs,
-                    bias.is_some(),
-                    threads,
-                )?;
-            }
-            Ok(())
-        },
-    )?;
+        for grp in 0..g.groups() {
+            let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
+            let rhs = if g.pointwise() {
+                MatRef::row_major(x_g, kg, p)?
+            } else {
+                im2col(x_g, g, scratch);
+                MatRef::row_major(&scratch.col, kg, p)?
+            };
+            let dst = MatMut::new(out_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
+            gemm(
+                dst,
+                weight_of_group(weight, g, grp)?,
+                rhs,
+                bias.is_some(),
+                threads,
+            )?;
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
 /// Gradient of [`conv2d`] with respect to its input: `grad_out` `[N, O, oh, ow]` and the
 /// weight give the contiguous `[N, C, H, W]` input gradient (a transposed convolution).
-pub fn conv2d_input_grad<T: DirectScalar>(
+pub fn conv2d_input_grad<T: GemmScalar>(
     grad_out: &[T],
     weight: &[T],
     g: &ConvGeom,
-) -> Result<Vec<T>> {
-    conv2d_input_grad_path(grad_out, weight, g, direct::applies(g))
-}
-
-fn conv2d_input_grad_path<T: DirectScalar>(
-    grad_out: &[T],
-    weight: &[T],
-    g: &ConvGeom,
-    direct: bool,
 ) -> Result<Vec<T>> {
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
     g.check_len("weight", weight.len(), g.o * g.kg())?;
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
-    let mut dx = vec![<T as GemmScalar>::ZERO; g.n * g.in_sample()];
-    if direct && direct::applies(g) {
-        let og_len = g.og() * p;
-        per_sample(
-            g,
-            &mut dx,
-            g.in_sample(),
-            || Direct::new(g),
-            |s, dx_n, scratch, _| {
-                let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
-                for grp in 0..g.groups() {
-                    scratch.input_grad(
-                        g,
-                        &go_n[grp * og_len..(grp + 1) * og_len],
-                        &weight[grp * g.og() * kg..(grp + 1) * g.og() * kg],
-                        &mut dx_n[grp * cg_len..(grp + 1) * cg_len],
-                    )?;
-                }
-                Ok(())
-            },
-        )?;
-        return Ok(dx);
-    }
-    per_sample(
-        g,
-        &mut dx,
-        g.in_sample(),
-        || Scratch::new(g),
-        |s, dx_n, scratch, threads| {
-            let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
-            for grp in 0..g.groups() {
-                let lhs = weight_of_group(weight, g, grp)?.t();
-                let rhs = MatRef::new(go_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
-                let dx_g = &mut dx_n[grp * cg_len..(grp + 1) * cg_len];
-                if g.pointwise() {
-                    gemm(MatMut::row_major(dx_g, kg, p)?, lhs, rhs, false, threads)?;
-                } else {
-                    gemm(
-                        MatMut::row_major(&mut scratch.col, kg, p)?,
-                        lhs,
-                        rhs,
-                        false,
-                        threads,
-                    )?;
-                    col2im(g, scratch, dx_g);
-                }
+    let mut dx = vec![T::ZERO; g.n * g.in_sample()];
+    per_sample(g, &mut dx, g.in_sample(), |s, dx_n, scratch, threads| {
+        let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
+        for grp in 0..g.groups() {
+            let lhs = weight_of_group(weight, g, grp)?.t();
+            let rhs = MatRef::new(go_n, grp * g.og() * p, [g.og(), p], [p, 1])?;
+            let dx_g = &mut dx_n[grp * cg_len..(grp + 1) * cg_len];
+            if g.pointwise() {
+                gemm(MatMut::row_major(dx_g, kg, p)?, lhs, rhs, false, threads)?;
+            } else {
+                gemm(
+                    MatMut::row_major(&mut scratch.col, kg, p)?,
+                    lhs,
+                    rhs,
+                    false,
+                    threads,
+                )?;
+                col2im(g, scratch, dx_g);
             }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     Ok(dx)
 }
 
 /// Gradient of [`conv2d`] with respect to its weight: the contiguous
 /// `[O, C/groups, kh, kw]` sum over the batch of `grad_out_g @ col^T`.
-pub fn conv2d_weight_grad<T: DirectScalar>(
-    x: &[T],
-    grad_out: &[T],
-    g: &ConvGeom,
-) -> Result<Vec<T>> {
-    conv2d_weight_grad_path(x, grad_out, g, direct::applies(g))
-}
-
-/// The number of tasks a batch-parallel weight gradient splits into.
-fn weight_grad_tasks(g: &ConvGeom) -> usize {
-    let threads = rayon::current_num_threads();
-    if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
-        g.n.min(threads)
-    } else {
-        1
-    }
-}
-
-/// The weight gradient by the direct kernels: each task sums its samples into lane-wise
-/// accumulators, reduced into `[O, C/g*kh*kw]` at the end.
-fn weight_grad_direct<T: DirectScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) -> Result<Vec<T>> {
-    let (kg, cg_len, og_len) = (g.kg(), g.cg() * g.h * g.w, g.og() * g.p());
-    let tasks = weight_grad_tasks(g);
-    let per_task = g.n.div_ceil(tasks);
-    let run = |t: usize| -> Result<Vec<WgradAcc<T>>> {
-        let mut scratch = Direct::new(g);
-        let mut accs: Vec<WgradAcc<T>> = (0..g.groups()).map(|_| WgradAcc::new(g)).collect();
-        for s in (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n) {
-            let x_n = &x[s * g.in_sample()..(s + 1) * g.in_sample()];
-            let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
-            for (grp, acc) in accs.iter_mut().enumerate() {
-                scratch.weight_grad(
-                    g,
-                    &x_n[grp * cg_len..(grp + 1) * cg_len],
-                    &go_n[grp * og_len..(grp + 1) * og_len],
-                    acc,
-                )?;
-            }
-        }
-        Ok(accs)
-    };
-    let parts: Vec<Vec<WgradAcc<T>>> = if tasks > 1 {
-        (0..tasks).into_par_iter().map(run).collect::<Result<_>>()?
-    } else {
-        vec![run(0)?]
-    };
-    let mut dw = vec![<T as GemmScalar>::ZERO; g.o * kg];
-    for accs in &parts {
-        for (acc, dw_g) in accs.iter().zip(dw.chunks_exact_mut(g.og() * kg)) {
-            acc.add_to(dw_g);
-        }
-    }
-    Ok(dw)
-}
-
-fn conv2d_weight_grad_path<T: DirectScalar>(
-    x: &[T],
-    grad_out: &[T],
-    g: &ConvGeom,
-    direct: bool,
-) -> Result<Vec<T>> {
+pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     g.check_len("input", x.len(), g.n * g.in_sample())?;
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
-    if direct && direct::applies(g) && g.o * g.kg() > 0 {
-        return weight_grad_direct(x, grad_out, g);
-    }
     let (p, kg, cg_len, o) = (g.p(), g.kg(), g.cg() * g.h * g.w, g.o);
     let w_len = o * kg;
     // Samples `range` accumulated into `dw_t`, the gradient stored transposed as
@@ -634,8 +481,13 @@ fn conv2d_weight_grad_path<T: DirectScalar>(
             }
             Ok(())
         };
-    let tasks = weight_grad_tasks(g);
-    let mut partials = vec![<T as GemmScalar>::ZERO; tasks * w_len];
+    let threads = rayon::current_num_threads();
+    let tasks = if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
+        g.n.min(threads)
+    } else {
+        1
+    };
+    let mut partials = vec![T::ZERO; tasks * w_len];
     if w_len == 0 {
         return Ok(partials);
     }
@@ -652,12 +504,12 @@ fn conv2d_weight_grad_path<T: DirectScalar>(
         accumulate(0..g.n, &mut partials, Threads::Auto)?;
     }
     // Sum the partial gradients and transpose `[kg, O]` back to `[O, kg]`.
-    let mut dw = vec![<T as GemmScalar>::ZERO; w_len];
+    let mut dw = vec![T::ZERO; w_len];
     for (oc, row) in dw.chunks_exact_mut(kg).enumerate() {
         for (k, d) in row.iter_mut().enumerate() {
-            let mut acc = <T as GemmScalar>::ZERO;
+            let mut acc = T::ZERO;
             for part in partials.chunks_exact(w_len) {
-                acc += part[k * o + oc];
+                acc = acc + part[k * o + oc];
             }
             *d = acc;
         }
@@ -668,77 +520,6 @@ fn conv2d_weight_grad_path<T: DirectScalar>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn values(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed ^ 0x2545f4914f6cdd1d;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn assert_close(a: &[f64], b: &[f64], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-11 * (1.0 + y.abs()),
-                "{what}[{i}]: {x} vs {y}"
-            );
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
-        /// The direct stride-1 kernels against im2col + gemm, on odd sizes, padding,
-        /// dilation, groups and batches that split over tasks.
-        #[test]
-        fn direct_kernels_match_im2col(
-            (n, cg, og, groups) in (1usize..6, 1usize..10, 1usize..12, 1usize..3),
-            (h, w, kh, kw) in (1usize..20, 1usize..40, 1usize..6, 1usize..6),
-            (ph, pw, dh, dw) in (0usize..3, 0usize..3, 1usize..3, 1usize..3),
-            seed in any::<u64>(),
-        ) {
-            let p = Conv2dParams { stride: [1, 1], padding: [ph, pw], dilation: [dh, dw], groups };
-            let Ok(g) = ConvGeom::new("conv2d", &[n, cg * groups, h, w], &[og * groups, cg, kh, kw], &p) else {
-                return Ok(());
-            };
-            prop_assume!(direct::applies(&g));
-            let x = values(seed, n * g.in_sample());
-            let wt = values(seed + 1, g.o * g.kg());
-            let b = values(seed + 2, g.o);
-            let gy = values(seed + 3, n * g.out_sample());
-            for bias in [None, Some(&b[..])] {
-                assert_close(
-                    &conv2d_path(&x, &wt, bias, &g, true).unwrap(),
-                    &conv2d_path(&x, &wt, bias, &g, false).unwrap(),
-                    "y",
-                );
-            }
-            assert_close(
-                &conv2d_input_grad_path(&gy, &wt, &g, true).unwrap(),
-                &conv2d_input_grad_path(&gy, &wt, &g, false).unwrap(),
-                "dx",
-            );
-            assert_close(
-                &conv2d_weight_grad_path(&x, &gy, &g, true).unwrap(),
-                &conv2d_weight_grad_path(&x, &gy, &g, false).unwrap(),
-                "dw",
-            );
-            // f32 takes the same path with its own register tiles.
-            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            let w32: Vec<f32> = wt.iter().map(|&v| v as f32).collect();
-            let y32 = conv2d_path(&x32, &w32, None, &g, true).unwrap();
-            let y64 = conv2d_path(&x, &wt, None, &g, false).unwrap();
-            for (a, b) in y32.iter().zip(&y64) {
-                prop_assert!((f64::from(*a) - b).abs() <= 1e-4 * (1.0 + b.abs()));
-            }
-        }
-    }
 
     #[test]
     fn geometry_errors() {

@@ -1,15 +1,16 @@
 //! Tensor operations: 2-D convolution and its two gradients.
 
-use crate::cpu::conv::{self, ConvGeom, DirectScalar};
-use crate::{Conv2dParams, DType, Error, Result, Tensor};
+use crate::cpu::conv::{self, ConvGeom};
+use crate::cpu::matmul::GemmScalar;
+use crate::{Conv2dParams, DType, Error, Float, Result, Tensor};
 
 /// A kernel over contiguous slices of one float type, run by [`run_float`].
 pub(crate) trait FloatKernel {
     /// Computes the output elements from the inputs' elements (same order as given).
-    fn run<T: DirectScalar>(&self, inputs: &[&[T]]) -> Result<Vec<T>>;
+    fn run<T: GemmScalar + Float>(&self, inputs: &[&[T]]) -> Result<Vec<T>>;
 }
 
-fn typed<T: DirectScalar>(
+fn typed<T: GemmScalar + Float>(
     op: &'static str,
     inputs: &[&Tensor],
     k: &impl FloatKernel,
@@ -80,7 +81,7 @@ pub(crate) fn run_float(
 
 struct Forward<'a>(&'a ConvGeom, bool);
 impl FloatKernel for Forward<'_> {
-    fn run<T: DirectScalar>(&self, i: &[&[T]]) -> Result<Vec<T>> {
+    fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
         let bias = if self.1 { i.get(2).copied() } else { None };
         conv::conv2d(i[0], i[1], bias, self.0)
     }
@@ -88,14 +89,14 @@ impl FloatKernel for Forward<'_> {
 
 struct InputGrad<'a>(&'a ConvGeom);
 impl FloatKernel for InputGrad<'_> {
-    fn run<T: DirectScalar>(&self, i: &[&[T]]) -> Result<Vec<T>> {
+    fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
         conv::conv2d_input_grad(i[0], i[1], self.0)
     }
 }
 
 struct WeightGrad<'a>(&'a ConvGeom);
 impl FloatKernel for WeightGrad<'_> {
-    fn run<T: DirectScalar>(&self, i: &[&[T]]) -> Result<Vec<T>> {
+    fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
         conv::conv2d_weight_grad(i[0], i[1], self.0)
     }
 }

@@ -1,9 +1,9 @@
 //! Tensor operations: 2-D max, average and adaptive average pooling, and their gradients.
 
 use super::conv::{run_float, FloatKernel};
-use crate::cpu::conv::DirectScalar;
+use crate::cpu::matmul::GemmScalar;
 use crate::cpu::pool::{self, PoolGeom};
-use crate::{Error, Pool2dParams, Result, Tensor};
+use crate::{Error, Float, Pool2dParams, Result, Tensor};
 
 fn out_shape(input: &[usize], g: &PoolGeom) -> [usize; 4] {
     [input[0], input[1], g.oh, g.ow]
@@ -66,7 +66,7 @@ enum Kind {
 struct Pool<'a>(Kind, Option<&'a PoolGeom>);
 
 impl FloatKernel for Pool<'_> {
-    fn run<T: DirectScalar>(&self, i: &[&[T]]) -> Result<Vec<T>> {
+    fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
         let geom = || {
             self.1
                 .ok_or_else(|| Error::invalid("pool2d", "missing geometry"))
