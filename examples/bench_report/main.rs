@@ -95,7 +95,9 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn machine_line() -> String {
+/// The machine line; `ran` says whether this process ran the measurements (`--run`), which
+/// fixes the thread count of the steps at 2 when the caller did not set it.
+fn machine_line(ran: bool) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
         .unwrap_or_else(|_| "?".into());
@@ -103,11 +105,12 @@ fn machine_line() -> String {
         .ok()
         .and_then(|t| cpu_model(&t))
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
-    format!(
-        "Generated {} on {cpu}, {cores} cores (RAYON_NUM_THREADS when generating: {threads}).",
-        today()
-    )
+    let threads = match std::env::var("RAYON_NUM_THREADS") {
+        Ok(v) => format!("RAYON_NUM_THREADS={v}"),
+        Err(_) if ran => "RAYON_NUM_THREADS=2 and OMP_NUM_THREADS=2, set by `--run`".into(),
+        Err(_) => "RAYON_NUM_THREADS unset when generating".into(),
+    };
+    format!("Generated {} on {cpu}, {cores} cores ({threads}).", today())
 }
 
 /// The generated markdown: machine line, chart, tables.
@@ -246,7 +249,7 @@ fn run() -> Result<(), String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "benchmarks.svg".into());
     let page = std::fs::read_to_string(&args.out).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let page = splice(&page, &render(&ms, &machine_line(), &svg_name));
+    let page = splice(&page, &render(&ms, &machine_line(args.run), &svg_name));
     let write = |p: &Path, text: &str| {
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
