@@ -218,69 +218,15 @@ fn fill_row<T: Copy>(dst: &mut [T], v: T) {
 struct Scratch<T> {
     col: Vec<T>,
     pad: Vec<T>,
-    /// `[O/g, q]` rows on the padded width (flat layout only).
-    rows: Vec<T>,
 }
 
 impl<T: GemmScalar> Scratch<T> {
     fn new(g: &ConvGeom) -> Self {
         let padded = g.params.padding != [0, 0];
         let (hp, wp) = g.padded_hw();
-        let flat = g.flat();
         Scratch {
-            col: vec![
-                T::ZERO;
-                if flat {
-                    g.kg() * g.flat_q()
-                } else {
-                    g.col_len()
-                }
-            ],
-            pad: vec![T::ZERO; if padded || flat { g.cg() * hp * wp } else { 0 }],
-            rows: vec![T::ZERO; if flat { g.og() * g.flat_q() } else { 0 }],
-        }
-    }
-}
-
-/// The flat layout (stride 1, kernel larger than 1x1): outputs numbered on the padded width,
-/// `q = y * wp + x`, so that column-matrix row `(c, ki, kj)` is the contiguous run of the
-/// padded sample starting at `c*hp*wp + ki*dh*wp + kj*dw`: im2col becomes one long copy per
-/// row instead of `oh` short ones. The `wp - ow` extra columns per output row are computed
-/// and dropped (forward) or multiplied by zero gradients (weight gradient).
-impl ConvGeom {
-    fn flat(&self) -> bool {
-        self.params.stride == [1, 1] && !self.pointwise()
-    }
-    /// Columns of the flat column matrix: `(oh - 1) * wp + ow`.
-    fn flat_q(&self) -> usize {
-        let (_, wp) = self.padded_hw();
-        (self.oh - 1) * wp + self.ow
-    }
-}
-
-/// Flat im2col (see [`ConvGeom::flat`]): copies one group's image into the zero-padded
-/// `s.pad` (its padding is never written, so stays zero) and lays out `s.col` `[kg, q]`.
-fn im2col_flat<T: GemmScalar>(x: &[T], g: &ConvGeom, s: &mut Scratch<T>) {
-    let (hp, wp) = g.padded_hw();
-    let [ph, pw] = g.params.padding;
-    let [dh, dw] = g.params.dilation;
-    let q = g.flat_q();
-    for (c, plane) in s.pad.chunks_exact_mut(hp * wp).enumerate() {
-        for y in 0..g.h {
-            let from = (c * g.h + y) * g.w;
-            let to = (y + ph) * wp + pw;
-            copy_row(&mut plane[to..to + g.w], &x[from..from + g.w]);
-        }
-    }
-    let mut rows = s.col.chunks_exact_mut(q);
-    for c in 0..g.cg() {
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let off = c * hp * wp + ki * dh * wp + kj * dw;
-                if let Some(row) = rows.next() {
-                    row.copy_from_slice(&s.pad[off..off + q]);
-                }
-            }
+            col: vec![T::ZERO; g.col_len()],
+            pad: vec![T::ZERO; if padded { g.cg() * hp * wp } else { 0 }],
         }
     }
 }
@@ -449,32 +395,6 @@ pub fn conv2d<T: GemmScalar>(
         }
         for grp in 0..g.groups() {
             let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
-            if g.flat() {
-                let q = g.flat_q();
-                im2col_flat(x_g, g, scratch);
-                gemm(
-                    MatMut::row_major(&mut scratch.rows, g.og(), q)?,
-                    weight_of_group(weight, g, grp)?,
-                    MatRef::row_major(&scratch.col, kg, q)?,
-                    false,
-                    threads,
-                )?;
-                let (_, wp) = g.padded_hw();
-                let out_g = &mut out_n[grp * g.og() * p..(grp + 1) * g.og() * p];
-                for (o, plane) in out_g.chunks_exact_mut(p).enumerate() {
-                    for (y, row) in plane.chunks_exact_mut(g.ow).enumerate() {
-                        let src = &scratch.rows[o * q + y * wp..o * q + y * wp + g.ow];
-                        if bias.is_some() {
-                            for (d, &v) in row.iter_mut().zip(src) {
-                                *d = *d + v;
-                            }
-                        } else {
-                            copy_row(row, src);
-                        }
-                    }
-                }
-                continue;
-            }
             let rhs = if g.pointwise() {
                 MatRef::row_major(x_g, kg, p)?
             } else {
@@ -548,25 +468,6 @@ pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) 
                 let go_n = &grad_out[s * g.out_sample()..(s + 1) * g.out_sample()];
                 for grp in 0..g.groups() {
                     let x_g = &x_n[grp * cg_len..(grp + 1) * cg_len];
-                    if g.flat() {
-                        let q = g.flat_q();
-                        let (_, wp) = g.padded_hw();
-                        im2col_flat(x_g, g, &mut scratch);
-                        // The output gradient on the padded width; the extra columns were
-                        // zeroed with the buffer and are never written.
-                        let go_g = &go_n[grp * g.og() * p..(grp + 1) * g.og() * p];
-                        for (o, plane) in go_g.chunks_exact(p).enumerate() {
-                            for (y, row) in plane.chunks_exact(g.ow).enumerate() {
-                                let to = o * q + y * wp;
-                                copy_row(&mut scratch.rows[to..to + g.ow], row);
-                            }
-                        }
-                        let lhs = MatRef::row_major(&scratch.rows, g.og(), q)?;
-                        let cols = MatRef::row_major(&scratch.col, kg, q)?;
-                        let dst = MatMut::new(dw_t, grp * g.og(), [g.og(), kg], [1, o])?;
-                        gemm(dst, lhs, cols.t(), true, threads)?;
-                        continue;
-                    }
                     let cols = if g.pointwise() {
                         MatRef::row_major(x_g, kg, p)?
                     } else {
