@@ -5,12 +5,8 @@ mod common;
 
 use common::*;
 use tandem_ir::{Emit, EmitExt, Eval};
-use tandem_onnx::{export, import, parse, OnnxModel, Recorder, RecorderHooks};
+use tandem_onnx::{export, import, parse, Recorder, RecorderHooks};
 use tandem_tensor::{DType, Tensor};
-
-fn run(bytes: &[u8], inputs: &[Tensor]) -> Vec<Tensor> {
-    OnnxModel::from_bytes(bytes).unwrap().run(inputs).unwrap()
-}
 
 #[test]
 fn shape_subgraph_with_dynamic_batch() {

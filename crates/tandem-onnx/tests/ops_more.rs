@@ -6,39 +6,8 @@ mod common;
 
 use common::*;
 use tandem_ir::Emit;
-use tandem_onnx::{import, parse, OnnxModel, Recorder, RecorderHooks};
+use tandem_onnx::{import, parse, Recorder, RecorderHooks};
 use tandem_tensor::{DType, Tensor};
-
-fn run(bytes: &[u8], inputs: &[Tensor]) -> Vec<Tensor> {
-    OnnxModel::from_bytes(bytes).unwrap().run(inputs).unwrap()
-}
-
-fn run_err(bytes: &[u8], inputs: &[Tensor]) -> String {
-    match OnnxModel::from_bytes(bytes).and_then(|m| m.run(inputs)) {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// A single-node model with one f32 input `x` of `dims` and output `y`.
-fn unary_model(
-    opset: i64,
-    op: &str,
-    dims: &[Option<usize>],
-    inits: &[(&str, Tensor)],
-    extra_inputs: &[&str],
-    attrs: Vec<tandem_onnx::proto::AttributeProto>,
-) -> Vec<u8> {
-    let mut ins = vec!["x"];
-    ins.extend_from_slice(extra_inputs);
-    model(
-        opset,
-        &[("x", dims)],
-        inits,
-        vec![node(op, &ins, &["y"], attrs)],
-        &["y"],
-    )
-}
 
 #[test]
 fn tile_range_and_cumsum() {

@@ -5,6 +5,7 @@
 use prost::Message;
 use tandem_onnx::proto::*;
 use tandem_onnx::tensor_proto::{dtype_to_onnx, tensor_to_proto};
+use tandem_onnx::OnnxModel;
 use tandem_tensor::{DType, Tensor};
 
 pub fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
@@ -147,4 +148,36 @@ pub fn assert_close(got: &Tensor, want: &[f64], shape: &[usize]) {
     for (i, (a, b)) in g.iter().zip(want).enumerate() {
         assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "[{i}]: {a} vs {b}");
     }
+}
+
+/// Runs a model's bytes on `inputs` with [`tandem_onnx::OnnxModel`] (panics on errors).
+pub fn run(bytes: &[u8], inputs: &[Tensor]) -> Vec<Tensor> {
+    OnnxModel::from_bytes(bytes).unwrap().run(inputs).unwrap()
+}
+
+pub fn run_err(bytes: &[u8], inputs: &[Tensor]) -> String {
+    match OnnxModel::from_bytes(bytes).and_then(|m| m.run(inputs)) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A single-node model with one f32 input `x` of `dims` and output `y`.
+pub fn unary_model(
+    opset: i64,
+    op: &str,
+    dims: &[Option<usize>],
+    inits: &[(&str, Tensor)],
+    extra_inputs: &[&str],
+    attrs: Vec<tandem_onnx::proto::AttributeProto>,
+) -> Vec<u8> {
+    let mut ins = vec!["x"];
+    ins.extend_from_slice(extra_inputs);
+    model(
+        opset,
+        &[("x", dims)],
+        inits,
+        vec![node(op, &ins, &["y"], attrs)],
+        &["y"],
+    )
 }
