@@ -654,6 +654,41 @@ mod tests {
     }
 
     #[test]
+    fn split_products_equal_single_threaded_ones() {
+        // Sizes in the split range, both split directions, a transposed right operand (a
+        // linear layer) and an output written with an offset and row padding, accumulating.
+        for &(m, k, n) in &[(64usize, 784usize, 128usize), (300, 64, 61), (40, 200, 150)] {
+            assert!(m * n * k >= SPLIT_WORK && m * n * k < SINGLE_THREAD_WORK);
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let b: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0)
+                .collect();
+            let lhs = MatRef::row_major(&a, m, k).unwrap();
+            let rhs = MatRef::row_major(&b, n, k).unwrap().t();
+            let run = |threads| {
+                let mut d = vec![1.5f32; 3 + m * (n + 2)];
+                let dst = MatMut::new(&mut d, 3, [m, n], [n + 2, 1]).unwrap();
+                gemm(dst, lhs, rhs, true, threads).unwrap();
+                d
+            };
+            let (split, single) = (run(Threads::Auto), run(Threads::Single));
+            let close = split
+                .iter()
+                .zip(&single)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * y.abs().max(1.0));
+            assert!(
+                close,
+                "{m}x{k}x{n}: split and single-threaded products differ"
+            );
+            // Padding outside the output is untouched.
+            assert_eq!(&split[..3], &[1.5; 3]);
+            assert_eq!(split[3 + n], 1.5);
+        }
+    }
+
+    #[test]
     fn gemm_with_empty_inner_dim_zeroes_or_keeps() {
         let a: [f64; 0] = [];
         let mut d = [5.0f64; 4];
