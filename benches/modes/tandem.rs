@@ -3,14 +3,16 @@
 //! graph `Adam`, one `Callable` per workload so that no graph work happens in the loop).
 //!
 //! Benchmarks may panic on failure, so these helpers `expect` instead of returning errors.
+//! Written against the member crates (not the `tandem` facade) so that the benchmarks of
+//! `tandem-graph` can include this file too.
 
-use tandem::eager::nn::functional as F;
-use tandem::eager::nn::{Conv2d, Linear, MaxPool2d, Module};
-use tandem::eager::optim::{Adam as EagerAdam, AdamConfig, Optimizer as _};
-use tandem::eager::{manual_seed, no_grad, Result, Tensor as ETensor};
-use tandem::graph::{Adam, Callable, Graph, Initializer, Optimizer as _, Output, Session};
-use tandem::ir::{CrossEntropyOptions, EmitExt, Functional};
-use tandem::tensor::{Conv2dParams, DType, Pool2dParams, Tensor};
+use tandem_eager::nn::functional as F;
+use tandem_eager::nn::{Conv2d, Linear, MaxPool2d, Module};
+use tandem_eager::optim::{Adam as EagerAdam, AdamConfig, Optimizer as _};
+use tandem_eager::{manual_seed, no_grad, Result, Tensor as ETensor};
+use tandem_graph::{Adam, Callable, Graph, Initializer, Optimizer as _, Output, Session};
+use tandem_ir::{CrossEntropyOptions, EmitExt, Functional};
+use tandem_tensor::{Conv2dParams, DType, Pool2dParams, Tensor};
 
 /// Images `[shape]` and int64 labels as Tandem tensors.
 pub fn batch(xs: &[f32], ys: &[u32], shape: &[usize]) -> (Tensor, Tensor) {
