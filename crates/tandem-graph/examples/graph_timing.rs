@@ -1,5 +1,6 @@
 //! Rough timings of graph-mode hot paths (run with `--release`): 1,000 chained adds on a
-//! 16-element tensor, and an MLP 784-128-10 Adam training step at batch 64 and 1024.
+//! 16-element tensor, and an MLP 784-128-10 Adam training step at batch 64 and 1024
+//! (`graph_timing [all|chain|mlp64|mlp1024] [steps]`).
 
 use std::time::Instant;
 use tandem_graph::{Adam, EmitExt, Functional, Graph, Initializer, Optimizer, Session};
@@ -40,7 +41,7 @@ fn chain() -> Result<()> {
     Ok(())
 }
 
-fn mlp(batch: usize) -> Result<()> {
+fn mlp(batch: usize, steps: usize) -> Result<()> {
     let g = Graph::new();
     g.set_seed(1)?;
     let x = g.placeholder("x", DType::F32, &[None, Some(784)])?;
@@ -86,7 +87,7 @@ fn mlp(batch: usize) -> Result<()> {
         step.run(&feeds)?;
     }
     let mut times = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..steps {
         let start = Instant::now();
         step.run(&feeds)?;
         times.push(start.elapsed().as_secs_f64());
@@ -98,9 +99,20 @@ fn mlp(batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// `graph_timing [all|chain|mlp64|mlp1024] [steps]`: one part only (for a profiler), with
+/// `steps` timed steps (default 30).
 fn main() -> Result<()> {
-    chain()?;
-    mlp(64)?;
-    mlp(1024)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map_or("all", String::as_str);
+    let steps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
+    if matches!(which, "all" | "chain") {
+        chain()?;
+    }
+    if matches!(which, "all" | "mlp64") {
+        mlp(64, steps)?;
+    }
+    if matches!(which, "all" | "mlp1024") {
+        mlp(1024, steps)?;
+    }
     Ok(())
 }
