@@ -216,6 +216,15 @@ impl GraphStep {
         self.train.run(&[x.clone(), y.clone()]).expect("graph step");
     }
 
+    /// Where the time of `runs` training steps goes, step by step (used by
+    /// `examples/profile_step.rs`, not by the benchmarks).
+    #[allow(dead_code)]
+    pub fn profile(&self, x: &Tensor, y: &Tensor, runs: usize) -> tandem_graph::Profile {
+        self.train
+            .profile(&[x.clone(), y.clone()], runs)
+            .expect("graph profile")
+    }
+
     /// The logits of `x`.
     pub fn infer(&self, x: &Tensor) -> Tensor {
         let mut out = self

@@ -10,6 +10,7 @@ use crate::plan::{Plan, PlanOp};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tandem_ir::{eval, Op};
 use tandem_tensor::{BinaryOp, DType, Device, Error, Result, Tensor};
 
@@ -238,6 +239,86 @@ pub struct RunStats {
     pub kept_bytes: usize,
 }
 
+/// Where the time of a plan's runs goes, step by step (see [`crate::Callable::profile`]): the
+/// graph-mode counterpart of PyTorch's profiler table or TF1's step trace.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Runs measured.
+    pub runs: usize,
+    /// Wall time of all the measured runs together.
+    pub total: Duration,
+    /// One entry per plan step, in execution order, then one named `(commit)` for applying
+    /// the optimizer updates to the variables at the end of each run.
+    pub steps: Vec<StepTime>,
+}
+
+/// One step of a [`Profile`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepTime {
+    /// The node the step came from.
+    pub name: String,
+    /// What it computes (the op or kernel name, e.g. `fused_elementwise[add,relu]`).
+    pub op: String,
+    /// Its wall time summed over the measured runs.
+    pub time: Duration,
+}
+
+impl Profile {
+    /// The steps sorted by time, slowest first.
+    pub fn slowest(&self) -> Vec<&StepTime> {
+        let mut v: Vec<&StepTime> = self.steps.iter().collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.time));
+        v
+    }
+
+    /// The time of each op (or kernel) name summed over its steps, slowest first.
+    pub fn by_op(&self) -> Vec<(String, Duration)> {
+        let mut sums: Vec<(String, Duration)> = Vec::new();
+        for st in &self.steps {
+            match sums.iter_mut().find(|(op, _)| *op == st.op) {
+                Some((_, t)) => *t += st.time,
+                None => sums.push((st.op.clone(), st.time)),
+            }
+        }
+        sums.sort_by_key(|s| std::cmp::Reverse(s.1));
+        sums
+    }
+}
+
+impl std::fmt::Display for Profile {
+    /// A table of the 20 slowest steps (time per run and share of the run) and the time per
+    /// op name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let runs = self.runs.max(1) as f64;
+        let total = self.total.as_secs_f64().max(f64::MIN_POSITIVE);
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / runs;
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / total;
+        writeln!(
+            f,
+            "{} runs, {:.1} us per run, {} steps",
+            self.runs,
+            self.total.as_secs_f64() * 1e6 / runs,
+            self.steps.len()
+        )?;
+        writeln!(f, "{:>10} {:>6}  step (op)", "us/run", "%")?;
+        for st in self.slowest().into_iter().take(20) {
+            writeln!(
+                f,
+                "{:>10.1} {:>5.1}%  {} ({})",
+                us(st.time),
+                share(st.time),
+                st.name,
+                st.op
+            )?;
+        }
+        writeln!(f, "{:>10} {:>6}  op", "us/run", "%")?;
+        for (op, t) in self.by_op() {
+            writeln!(f, "{:>10.1} {:>5.1}%  {op}", us(t), share(t))?;
+        }
+        Ok(())
+    }
+}
+
 /// The buffers of a plan's kernel outputs, kept from one run to the next (memory planning's
 /// preallocated buffers): a kernel step whose output buffer died in the previous run writes
 /// into it again instead of allocating. Only buffers nobody else holds are written (a
@@ -304,7 +385,8 @@ fn first_non_finite(t: &Tensor) -> Result<Option<f64>> {
 }
 
 /// Runs a plan. `names` gives variable names for errors; `stats`, when given, receives what
-/// the run did with memory.
+/// the run did with memory; `times`, when given (one entry per step plus one for the commit
+/// of variable updates), has each step's wall time added to it.
 pub(crate) fn execute(
     plan: &Plan,
     feeds: &[&Tensor],
@@ -313,6 +395,7 @@ pub(crate) fn execute(
     names: &dyn Fn(usize) -> String,
     flags: RunFlags,
     mut stats: Option<&mut RunStats>,
+    mut times: Option<&mut [Duration]>,
 ) -> Result<Vec<Tensor>> {
     check_feeds(plan, feeds)?;
     let snapshot = store.snapshot()?;
@@ -362,6 +445,7 @@ pub(crate) fn execute(
             (None, Some(t)) => Some(Arc::as_ptr(t.storage())),
             _ => None,
         };
+        let started = times.is_some().then(Instant::now);
         let out = {
             let mut ins: SmallVec<[&Tensor; 4]> = SmallVec::new();
             for &i in &step.inputs {
@@ -385,6 +469,11 @@ pub(crate) fn execute(
             }
             .map_err(|e| e.context(step.name.clone()))?
         };
+        if let (Some(t), Some(start)) = (times.as_deref_mut(), started) {
+            if let Some(slot) = t.get_mut(s) {
+                *slot += start.elapsed();
+            }
+        }
         if flags.check_numerics {
             if let Some(bad) = first_non_finite(&out)? {
                 return Err(Error::Graph(format!(
@@ -444,7 +533,13 @@ pub(crate) fn execute(
     drop(view);
     drop(values);
     drop(snapshot);
+    let started = times.is_some().then(Instant::now);
     let committed = store.commit_with(overlay, deferred);
+    if let (Some(t), Some(start)) = (times, started) {
+        if let Some(slot) = t.get_mut(plan.steps.len()) {
+            *slot += start.elapsed();
+        }
+    }
     plan.arena.put(kept);
     committed?;
     Ok(outs)

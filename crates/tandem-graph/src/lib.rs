@@ -66,7 +66,7 @@ pub mod serialize;
 pub mod session;
 pub mod update;
 
-pub use exec::{is_op_marker, op_marker, Arena, RunStats};
+pub use exec::{is_op_marker, op_marker, Arena, Profile, RunStats, StepTime};
 pub use graph::{AssignMode, Graph, Node, NodeKind, Output, VariableDef};
 pub use init::Initializer;
 pub use optim::{Adam, AdamW, GradientDescent, LearningRate, Momentum, Optimizer, RmsProp};

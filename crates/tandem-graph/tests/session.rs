@@ -305,3 +305,40 @@ fn random_ops_draw_new_values_each_run() {
     assert_ne!(a, b);
     assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
 }
+
+#[test]
+fn profile_times_every_step_and_runs_for_real() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[None, Some(3)]).unwrap();
+    let w = g
+        .variable_with("w", &[3, 2], DType::F32, Initializer::Ones, true)
+        .unwrap();
+    let y = g.matmul(&x, &w).unwrap();
+    let loss = g.mean(&g.square(&y).unwrap(), &[], false).unwrap();
+    use tandem_graph::Optimizer as _;
+    let train = tandem_graph::GradientDescent::new(0.1)
+        .minimize(&loss)
+        .unwrap();
+    let s = Session::new(&g).unwrap();
+    let step = s.callable(&[&loss, &train], &[&x]).unwrap();
+    let feeds = [t32(&[1.0, 2.0, 3.0, -1.0, 0.5, 2.0], &[2, 3])];
+    let before = s.variable_value(&w).unwrap().to_vec::<f32>().unwrap();
+    let profile = step.profile(&feeds, 3).unwrap();
+    assert_eq!(profile.runs, 3);
+    // One entry per plan step, then the commit of the variable updates.
+    assert_eq!(profile.steps.len(), step.plan().steps.len() + 1);
+    assert_eq!(profile.steps.last().unwrap().name, "(commit)");
+    assert!(profile.steps.iter().any(|st| st.op == "matmul" || st.op.starts_with("matmul")));
+    let summed: std::time::Duration = profile.steps.iter().map(|st| st.time).sum();
+    assert!(summed <= profile.total, "{summed:?} > {:?}", profile.total);
+    assert!(profile.slowest()[0].time >= profile.slowest().last().unwrap().time);
+    let table = profile.to_string();
+    assert!(table.starts_with("3 runs,"), "{table}");
+    assert!(table.contains("(commit)"), "{table}");
+    // The three profiled runs were real training steps.
+    let after = s.variable_value(&w).unwrap().to_vec::<f32>().unwrap();
+    assert_ne!(before, after);
+    // Bad feeds fail like `run`.
+    let err = step.profile(&[t32(&[1.0; 4], &[2, 2])], 1).unwrap_err();
+    assert!(err.to_string().contains('x'), "{err}");
+}

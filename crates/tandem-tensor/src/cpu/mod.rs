@@ -1,6 +1,7 @@
 //! CPU kernels. Each fast kernel has a plain scalar reference beside it and a property test
 //! that checks one against the other on random shapes, including non-contiguous views.
 
+pub mod alloc;
 pub mod arg_reduce;
 pub mod binary;
 pub mod conv;

@@ -22,6 +22,8 @@ pub enum Isa {
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Isa {
+    // The first kernel of the process: also the place to set up host allocation.
+    super::alloc::keep_freed_memory();
     #[cfg(target_arch = "x86_64")]
     let best = if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
