@@ -328,7 +328,10 @@ fn profile_times_every_step_and_runs_for_real() {
     // One entry per plan step, then the commit of the variable updates.
     assert_eq!(profile.steps.len(), step.plan().steps.len() + 1);
     assert_eq!(profile.steps.last().unwrap().name, "(commit)");
-    assert!(profile.steps.iter().any(|st| st.op == "matmul" || st.op.starts_with("matmul")));
+    assert!(profile
+        .steps
+        .iter()
+        .any(|st| st.op == "matmul" || st.op.starts_with("matmul")));
     let summed: std::time::Duration = profile.steps.iter().map(|st| st.time).sum();
     assert!(summed <= profile.total, "{summed:?} > {:?}", profile.total);
     assert!(profile.slowest()[0].time >= profile.slowest().last().unwrap().time);

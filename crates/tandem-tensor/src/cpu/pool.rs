@@ -274,25 +274,24 @@ pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> R
     }
     let fast = g.is_2x2();
     let taps = Taps::new(g);
-    let w = g.w;
     let work = |((dx, x), go): ((&mut [T], &[T]), &[T])| {
         if fast {
-            // Disjoint 2x2 windows: the gradient is written, not accumulated.
-            for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
-                let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
-                for (ox, &gv) in grow.iter().enumerate() {
-                    let c = 2 * ox;
-                    let mut at = r0 + c;
-                    let mut best = x[at];
-                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
-                        if replaces(best, x[i]) {
-                            best = x[i];
-                            at = i;
-                        }
+            // Disjoint 2x2 windows: each of the four inputs of a window gets the gradient or
+            // zero, chosen without branches so that the loop vectorizes (same first-maximum
+            // and NaN rule as the forward pass).
+            let (w, ow) = (g.w, g.ow);
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (oy, grow) in go.chunks_exact(ow).enumerate() {
+                        let (top, bottom) = dx[2 * oy * w..].split_at_mut(w);
+                        let (d0, d1) = (&mut top[..2 * ow], &mut bottom[..2 * ow]);
+                        let x0 = &x[2 * oy * w..][..2 * ow];
+                        let x1 = &x[(2 * oy + 1) * w..][..2 * ow];
+                        backward_2x2_row(grow, x0, x1, d0, d1);
                     }
-                    dx[at] = gv;
-                }
-            }
+                },
+            );
             return;
         }
         for (grow, &ty) in go.chunks_exact(g.ow).zip(&taps.rows) {
@@ -315,6 +314,104 @@ pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> R
             .for_each(work);
     }
     Ok(dx)
+}
+
+/// One output row of the 2x2 max-pool gradient: `grow[i]` goes to the first maximum of
+/// window `i` (`x0[2i], x0[2i+1], x1[2i], x1[2i+1]`, NaN counting as the maximum), the other
+/// three positions get zero. `f32` on AVX-512 takes 16 windows per step with explicit
+/// de-interleaving shuffles (the compiler leaves the interleaved loop scalar).
+#[inline(always)]
+fn backward_2x2_row<T: Float>(grow: &[T], x0: &[T], x1: &[T], d0: &mut [T], d1: &mut [T]) {
+    let ow = grow.len();
+    let (x0, x1) = (&x0[..2 * ow], &x1[..2 * ow]);
+    let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && super::simd::isa() == super::simd::Isa::Avx512
+    {
+        let f = |v: &[T]| v.as_ptr().cast::<f32>();
+        let fm = |v: &mut [T]| v.as_mut_ptr().cast::<f32>();
+        // SAFETY: `T` is `f32` (checked above), the CPU has AVX-512 (`isa()`), and the
+        // rows hold `2 * ow` (`grow`: `ow`) elements, as `backward_2x2_f32` reads and writes.
+        done = unsafe { backward_2x2_f32(ow, f(grow), f(x0), f(x1), fm(d0), fm(d1)) };
+    }
+    for i in done..ow {
+        let (a0, a1, b0, b1) = (x0[2 * i], x0[2 * i + 1], x1[2 * i], x1[2 * i + 1]);
+        let r1 = replaces(a0, a1);
+        let m1 = if r1 { a1 } else { a0 };
+        let r2 = replaces(m1, b0);
+        let m2 = if r2 { b0 } else { m1 };
+        let r3 = replaces(m2, b1);
+        // The last replacement wins.
+        let gv = grow[i];
+        d0[2 * i] = if !r1 && !r2 && !r3 { gv } else { T::ZERO };
+        d0[2 * i + 1] = if r1 && !r2 && !r3 { gv } else { T::ZERO };
+        d1[2 * i] = if r2 && !r3 { gv } else { T::ZERO };
+        d1[2 * i + 1] = if r3 { gv } else { T::ZERO };
+    }
+}
+
+/// The AVX-512 body of [`backward_2x2_row`] for `f32`: handles all `ow` windows (the last
+/// ones under lane masks) and returns `ow`.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `grow` must hold `ow` floats and `x0`, `x1`, `d0`, `d1`
+/// `2 * ow` floats each (`d0`, `d1` writable and not aliasing the others).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn backward_2x2_f32(
+    ow: usize,
+    grow: *const f32,
+    x0: *const f32,
+    x1: *const f32,
+    d0: *mut f32,
+    d1: *mut f32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    // `v` replaces `best`: greater, or NaN.
+    let rep = |best: __m512, v: __m512| {
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+    };
+    let mut i = 0;
+    while i < ow {
+        // Windows `i..i + n` (n = 16 but at the end of the row): their 2n inputs per row
+        // are lanes `..2n` of the two vectors, loaded and stored under masks.
+        let n = (ow - i).min(16);
+        let lanes = |k: usize| if k >= 16 { 0xffff_u16 } else { (1u16 << k) - 1 };
+        let (m0, m1) = (lanes(2 * n), lanes(2 * n - 2 * n.min(8)));
+        // SAFETY: the masked lanes stay inside the rows (the caller's contract).
+        unsafe {
+            let p0 = _mm512_maskz_loadu_ps(m0, x0.add(2 * i));
+            let p1 = _mm512_maskz_loadu_ps(m1, x0.add(2 * i + 16));
+            let q0 = _mm512_maskz_loadu_ps(m0, x1.add(2 * i));
+            let q1 = _mm512_maskz_loadu_ps(m1, x1.add(2 * i + 16));
+            let a0 = _mm512_permutex2var_ps(p0, even, p1);
+            let a1 = _mm512_permutex2var_ps(p0, odd, p1);
+            let b0 = _mm512_permutex2var_ps(q0, even, q1);
+            let b1 = _mm512_permutex2var_ps(q0, odd, q1);
+            let r1 = rep(a0, a1);
+            let m1v = _mm512_mask_blend_ps(r1, a0, a1);
+            let r2 = rep(m1v, b0);
+            let m2v = _mm512_mask_blend_ps(r2, m1v, b0);
+            let r3 = rep(m2v, b1);
+            let g = _mm512_maskz_loadu_ps(lanes(n), grow.add(i));
+            let o00 = _mm512_maskz_mov_ps(!(r1 | r2 | r3), g);
+            let o01 = _mm512_maskz_mov_ps(r1 & !r2 & !r3, g);
+            let o10 = _mm512_maskz_mov_ps(r2 & !r3, g);
+            let o11 = _mm512_maskz_mov_ps(r3, g);
+            _mm512_mask_storeu_ps(d0.add(2 * i), m0, _mm512_permutex2var_ps(o00, lo, o01));
+            _mm512_mask_storeu_ps(d0.add(2 * i + 16), m1, _mm512_permutex2var_ps(o00, hi, o01));
+            _mm512_mask_storeu_ps(d1.add(2 * i), m0, _mm512_permutex2var_ps(o10, lo, o11));
+            _mm512_mask_storeu_ps(d1.add(2 * i + 16), m1, _mm512_permutex2var_ps(o10, hi, o11));
+        }
+        i += n;
+    }
+    ow
 }
 
 /// Average pooling of contiguous NCHW `x` (zero padding; the divisor follows
@@ -501,5 +598,56 @@ mod tests {
         assert!(
             PoolGeom::new("max_pool2d", &[1, 1, 4, 4], &Pool2dParams::square(2, 0, 0)).is_err()
         );
+    }
+
+    #[test]
+    fn max_pool_2x2_backward_sends_each_gradient_to_the_first_maximum() {
+        // Ties, NaNs and an odd width (the last column belongs to no window), in sizes that
+        // run both the plain and the parallel path.
+        for &(n, c, h, w) in &[
+            (1usize, 1usize, 4usize, 5usize),
+            (4, 3, 6, 9),
+            (8, 16, 20, 24),
+            (2, 3, 4, 41),
+            (2, 2, 6, 64),
+        ] {
+            let len = n * c * h * w;
+            let x: Vec<f32> = (0..len)
+                .map(|i| match i * 7 % 13 {
+                    0 => f32::NAN,
+                    k => (k % 4) as f32,
+                })
+                .collect();
+            let g =
+                PoolGeom::new("max_pool2d", &[n, c, h, w], &Pool2dParams::square(2, 2, 0)).unwrap();
+            let go: Vec<f32> = (0..g.planes * g.out_plane())
+                .map(|i| 1.0 + i as f32)
+                .collect();
+            let dx = max_pool2d_backward(&go, &x, &g).unwrap();
+            let mut want = vec![0.0f32; len];
+            for plane in 0..n * c {
+                for oy in 0..h / 2 {
+                    for ox in 0..w / 2 {
+                        let base = plane * h * w;
+                        let taps = [
+                            base + 2 * oy * w + 2 * ox,
+                            base + 2 * oy * w + 2 * ox + 1,
+                            base + (2 * oy + 1) * w + 2 * ox,
+                            base + (2 * oy + 1) * w + 2 * ox + 1,
+                        ];
+                        let mut at = taps[0];
+                        for &t in &taps[1..] {
+                            // PyTorch's rule: greater, or NaN (a later NaN wins).
+                            if x[t] > x[at] || x[t].is_nan() {
+                                at = t;
+                            }
+                        }
+                        want[at] += go[(plane * (h / 2) + oy) * (w / 2) + ox];
+                    }
+                }
+            }
+            let bad = dx.iter().zip(&want).position(|(a, b)| a != b);
+            assert_eq!(bad, None, "{n}x{c}x{h}x{w}: first wrong position");
+        }
     }
 }
