@@ -302,7 +302,7 @@ mod tests {
             Ok(vec![
                 Tensor::from_vec(vec![v, v + 0.5], &[2])?,
                 Tensor::scalar(index as i64),
-                Tensor::scalar(index % 2 == 0),
+                Tensor::scalar(index.is_multiple_of(2)),
             ])
         }
     }

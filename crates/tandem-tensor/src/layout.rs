@@ -102,7 +102,7 @@ pub fn infer_reshape(op: &'static str, from: &[usize], target: &[isize]) -> Resu
     }
     let mut shape: Shape = target.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(Error::ShapeMismatch {
                 op,
                 lhs: from.to_vec(),

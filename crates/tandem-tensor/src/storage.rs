@@ -131,7 +131,7 @@ impl CpuStorage {
     /// the element size, or a bool byte is not 0 or 1.
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<CpuStorage> {
         let size = dtype.size_in_bytes();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return Err(Error::format(
                 "tensor data",
                 format!(

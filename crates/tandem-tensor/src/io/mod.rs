@@ -188,7 +188,7 @@ pub(crate) fn storage_from_bytes(
     big_endian: bool,
 ) -> std::result::Result<CpuStorage, String> {
     let size = dtype.size_in_bytes();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!(
             "{} bytes is not a whole number of {dtype} elements",
             bytes.len()
