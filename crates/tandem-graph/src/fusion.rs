@@ -311,6 +311,149 @@ fn apply_scalar<T: Lane>(f: FusedBinary, src: &[T], v: T, left: bool, dst: &mut 
     }
 }
 
+/// `dst = f2(f1(a, b), o)` (or `f2(o, f1(a, b))` when `!left`) in one pass: two binary
+/// instructions whose intermediate register is dead afterwards, run without storing the
+/// intermediate (the same operations in the same order, so the same numbers).
+/// With `a = None` the left operand of `f1` is `dst` itself (the pair writes the register
+/// its first instruction reads, as a chain `y = y + x` does).
+#[inline(always)]
+fn apply_pair<T: Lane>(
+    f1: FusedBinary,
+    f2: FusedBinary,
+    left: bool,
+    a: Option<&[T]>,
+    b: &[T],
+    o: &[T],
+    dst: &mut [T],
+) {
+    macro_rules! each {
+        ($g1:expr, $g2:expr) => {
+            match a {
+                Some(a) => {
+                    for (((d, &x), &y), &z) in dst.iter_mut().zip(a).zip(b).zip(o) {
+                        let t = $g1(x, y);
+                        *d = if left { $g2(t, z) } else { $g2(z, t) };
+                    }
+                }
+                None => {
+                    for ((d, &y), &z) in dst.iter_mut().zip(b).zip(o) {
+                        let t = $g1(*d, y);
+                        *d = if left { $g2(t, z) } else { $g2(z, t) };
+                    }
+                }
+            }
+        };
+    }
+    macro_rules! second {
+        ($g1:expr) => {
+            match f2 {
+                FusedBinary::Add => each!($g1, |x, y| T::bin(FusedBinary::Add, x, y)),
+                FusedBinary::Sub => each!($g1, |x, y| T::bin(FusedBinary::Sub, x, y)),
+                FusedBinary::Mul => each!($g1, |x, y| T::bin(FusedBinary::Mul, x, y)),
+                FusedBinary::Div => each!($g1, |x, y| T::bin(FusedBinary::Div, x, y)),
+                FusedBinary::Maximum => each!($g1, |x, y| T::bin(FusedBinary::Maximum, x, y)),
+                FusedBinary::Minimum => each!($g1, |x, y| T::bin(FusedBinary::Minimum, x, y)),
+            }
+        };
+    }
+    match f1 {
+        FusedBinary::Add => second!(|x, y| T::bin(FusedBinary::Add, x, y)),
+        FusedBinary::Sub => second!(|x, y| T::bin(FusedBinary::Sub, x, y)),
+        FusedBinary::Mul => second!(|x, y| T::bin(FusedBinary::Mul, x, y)),
+        FusedBinary::Div => second!(|x, y| T::bin(FusedBinary::Div, x, y)),
+        FusedBinary::Maximum => second!(|x, y| T::bin(FusedBinary::Maximum, x, y)),
+        FusedBinary::Minimum => second!(|x, y| T::bin(FusedBinary::Minimum, x, y)),
+    }
+}
+
+/// One step of a fused program's evaluation: an instruction, or two binary instructions run
+/// as one pass (see [`apply_pair`]).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    One(Instr),
+    Pair {
+        f1: FusedBinary,
+        a: usize,
+        b: usize,
+        f2: FusedBinary,
+        other: usize,
+        left: bool,
+        dst: usize,
+    },
+}
+
+#[cfg(test)]
+impl Step {
+    /// Whether a pair writes the register its first instruction reads on the left.
+    fn in_place(&self) -> bool {
+        matches!(*self, Step::Pair { a, dst, .. } if a == dst)
+    }
+}
+
+/// Pairs each binary instruction with the next one when the next reads its result as one
+/// operand, that result is dead afterwards (overwritten before any later read, and not the
+/// output) and the registers do not overlap; everything else runs as it is.
+fn schedule(program: &[Instr], output: usize) -> Vec<Step> {
+    let dead_after = |reg: usize, from: usize| {
+        for ins in &program[from..] {
+            let (reads, writes) = match *ins {
+                Instr::Unary { src, dst, .. } | Instr::Scalar { src, dst, .. } => {
+                    (src == reg, dst == reg)
+                }
+                Instr::Binary { a, b, dst, .. } => (a == reg || b == reg, dst == reg),
+            };
+            if reads {
+                return false;
+            }
+            if writes {
+                return true;
+            }
+        }
+        reg != output
+    };
+    let mut steps = Vec::with_capacity(program.len());
+    let mut i = 0;
+    while i < program.len() {
+        if let (
+            Instr::Binary {
+                f: f1,
+                a,
+                b,
+                dst: d1,
+            },
+            Some(&Instr::Binary {
+                f: f2,
+                a: x,
+                b: y,
+                dst: d2,
+            }),
+        ) = (program[i], program.get(i + 1))
+        {
+            let (left, other) = if x == d1 { (true, y) } else { (false, x) };
+            let uses_once = (x == d1) != (y == d1);
+            // The pair may write `a` in place (one element at a time, read before written),
+            // but no other register it reads.
+            let distinct = d2 != d1 && d2 != b && d2 != other && a != b;
+            if uses_once && distinct && dead_after(d1, i + 2) {
+                steps.push(Step::Pair {
+                    f1,
+                    a,
+                    b,
+                    f2,
+                    other,
+                    left,
+                    dst: d2,
+                });
+                i += 2;
+                continue;
+            }
+        }
+        steps.push(Step::One(program[i]));
+        i += 1;
+    }
+    steps
+}
+
 /// A fused elementwise kernel: inputs broadcast to a common shape, a register program, one
 /// output register.
 #[derive(Clone, Debug)]
@@ -320,6 +463,7 @@ pub struct FusedElementwise {
     inputs: usize,
     registers: usize,
     program: Vec<Instr>,
+    steps: Vec<Step>,
     output: usize,
 }
 
@@ -433,6 +577,7 @@ impl FusedElementwise {
             dtype,
             inputs,
             registers,
+            steps: schedule(&program, output),
             program,
             output,
         })
@@ -505,8 +650,27 @@ impl FusedElementwise {
             for (k, s) in sources.iter().enumerate() {
                 s.load(start + done, &mut regs[k * len..k * len + m])?;
             }
-            for ins in &self.program {
-                match *ins {
+            for step in &self.steps {
+                let ins = match *step {
+                    Step::One(ins) => ins,
+                    Step::Pair {
+                        f1,
+                        a,
+                        b,
+                        f2,
+                        other,
+                        left,
+                        dst: d,
+                    } => {
+                        let (lo, o, hi) = parts(&mut regs, d, len);
+                        let x = (a != d).then(|| &reg(lo, hi, a, d, len)[..m]);
+                        let y = reg(lo, hi, b, d, len);
+                        let z = reg(lo, hi, other, d, len);
+                        apply_pair(f1, f2, left, x, &y[..m], &z[..m], &mut o[..m]);
+                        continue;
+                    }
+                };
+                match ins {
                     Instr::Unary { f, src, dst: d } => {
                         let (lo, o, hi) = parts(&mut regs, d, len);
                         let s = reg(lo, hi, src, d, len);
@@ -1169,5 +1333,57 @@ impl Pass for MatMulBiasFusion {
             changed = true;
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(a: usize, b: usize, dst: usize) -> Instr {
+        Instr::Binary {
+            f: FusedBinary::Add,
+            a,
+            b,
+            dst,
+        }
+    }
+
+    #[test]
+    fn dead_intermediates_pair_and_live_ones_do_not() {
+        // y1 = y0 + x; y2 = y1 + x; y1 = y2 + x; y2 = y1 + x (a chain of adds: x in 0).
+        let chain = [add(1, 0, 2), add(2, 0, 3), add(3, 0, 2), add(2, 0, 3)];
+        let steps = schedule(&chain, 3);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(!steps[0].in_place() && steps[1].in_place());
+        assert!(matches!(
+            steps[0],
+            Step::Pair {
+                a: 1,
+                b: 0,
+                other: 0,
+                left: true,
+                dst: 3,
+                ..
+            }
+        ));
+        // The register allocation of a real chain: the pair writes its left input in place.
+        let reuse = [add(1, 0, 2), add(2, 0, 1), add(1, 0, 2), add(2, 0, 1)];
+        let steps = schedule(&reuse, 1);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(steps[0].in_place() && steps[1].in_place());
+        // The intermediate (2) is read again by the third instruction: no pair there.
+        let live = [add(1, 0, 2), add(0, 2, 3), add(2, 3, 1)];
+        let steps = schedule(&live, 1);
+        assert!(matches!(steps[0], Step::One(_)), "{steps:?}");
+        // The intermediate is the output: no pair.
+        let out = [add(1, 0, 2), add(2, 0, 3)];
+        assert!(matches!(schedule(&out, 2)[0], Step::One(_)));
+        // Right operand position is kept.
+        let right = [add(1, 0, 2), add(0, 2, 3)];
+        assert!(matches!(
+            schedule(&right, 3)[0],
+            Step::Pair { left: false, .. }
+        ));
     }
 }
