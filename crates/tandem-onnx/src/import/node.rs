@@ -342,39 +342,40 @@ pub(crate) fn one<V>(v: V) -> Result<Outs<V>> {
     Ok(vec![(v, None)])
 }
 
+/// The inputs of a node as its op functions take them (`None` for an omitted optional one).
+pub(crate) type Args<V> = [Option<Arg<V>>];
+
+/// An op family's matcher (`ops_math::apply`, ...): the node's outputs if `op` belongs to
+/// the family, `None` otherwise.
+type Family<F> = fn(
+    &str,
+    &NodeCtx<'_>,
+    &F,
+    &Args<<F as Emit>::Value>,
+) -> Option<Result<Outs<<F as Emit>::Value>>>;
+
 /// Maps one node to ops of `f`.
 pub(crate) fn apply_node<F: Emit>(
     ctx: &NodeCtx<'_>,
     f: &F,
-    args: &[Option<Arg<F::Value>>],
+    args: &Args<F::Value>,
 ) -> Result<Outs<F::Value>> {
     let op = ctx.proto.op_type.as_str();
-    if let Some(r) = ops_math::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_shape::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_nn::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_pad::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_convt::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_resize::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_extra::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_einsum::apply(op, ctx, f, args) {
-        return r;
-    }
-    if let Some(r) = ops_rnn::apply(op, ctx, f, args) {
-        return r;
+    let families: [Family<F>; 9] = [
+        ops_math::apply,
+        ops_shape::apply,
+        ops_nn::apply,
+        ops_pad::apply,
+        ops_convt::apply,
+        ops_resize::apply,
+        ops_extra::apply,
+        ops_einsum::apply,
+        ops_rnn::apply,
+    ];
+    for family in families {
+        if let Some(r) = family(op, ctx, f, args) {
+            return r;
+        }
     }
     Err(ctx.err(format!("op {op} is not supported at opset {}", ctx.opset)))
 }

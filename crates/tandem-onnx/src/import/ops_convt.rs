@@ -7,12 +7,10 @@
 //! negative padding implied by some `output_shape` values) is applied afterwards by slicing or
 //! zero-padding the result.
 
-use super::node::{check_created, opt, req, Arg, NodeCtx, Outs};
+use super::node::{check_created, opt, req, Args, NodeCtx, Outs};
 use super::ops_nn::{lift, pair, unlift, LIMIT};
 use tandem_ir::{Emit, EmitExt, Op};
 use tandem_tensor::{Conv2dParams, Result};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

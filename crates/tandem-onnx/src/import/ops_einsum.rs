@@ -6,11 +6,9 @@
 //! order. Ellipses (`...`) are supported when both operands give them the same number of
 //! dims. A letter repeated within one operand (diagonals, traces) is not supported.
 
-use super::node::{req, Arg, NodeCtx, Outs};
+use super::node::{req, Args, NodeCtx, Outs};
 use tandem_ir::{Dim, Emit, EmitExt};
 use tandem_tensor::Result;
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

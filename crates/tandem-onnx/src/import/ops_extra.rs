@@ -5,13 +5,11 @@
 //! `IsNaN`, `IsInf`, `Xor` and `TopK`.
 
 use super::node::{
-    axis, check_created, const_tensor, req, Arg, Known, NodeCtx, Outs, MAX_CREATED_ELEMENTS,
+    axis, check_created, const_tensor, req, Arg, Args, Known, NodeCtx, Outs, MAX_CREATED_ELEMENTS,
 };
 use super::ops_math::reduce_spec;
 use tandem_ir::{Emit, EmitExt, Functional};
 use tandem_tensor::{ArgReduceOp, BinaryOp, DType, Result, Tensor, UnaryOp};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

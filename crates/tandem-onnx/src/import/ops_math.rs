@@ -1,10 +1,8 @@
 //! Elementwise math, matrix products, activations, softmax and reductions.
 
-use super::node::{axis, const_ints, const_tensor, one, opt, req, Arg, NodeCtx, Outs};
+use super::node::{axis, const_ints, const_tensor, one, opt, req, Args, NodeCtx, Outs};
 use tandem_ir::{Emit, EmitExt, Functional, Op};
 use tandem_tensor::{ArgReduceOp, BinaryOp, DType, ReduceOp, Result, UnaryOp};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

@@ -1,10 +1,8 @@
 //! Convolution, pooling and batch normalization over NCHW tensors.
 
-use super::node::{check_created, one, opt, req, Arg, NodeCtx, Outs};
+use super::node::{check_created, one, opt, req, Args, NodeCtx, Outs};
 use tandem_ir::{Emit, EmitExt, Functional, Op};
 use tandem_tensor::{Conv2dParams, Pool2dParams, ReduceOp, Result};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

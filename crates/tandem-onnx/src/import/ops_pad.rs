@@ -1,11 +1,9 @@
 //! `Pad` in every mode: constant padding is the IR's `Pad`; reflect, edge and wrap padding
 //! pick source indices computed at import time (`IndexSelect` per padded axis).
 
-use super::node::{check_created, const_ints, const_tensor, one, opt, req, Arg, NodeCtx, Outs};
+use super::node::{check_created, const_ints, const_tensor, one, opt, req, Args, NodeCtx, Outs};
 use tandem_ir::{Emit, EmitExt, Op};
 use tandem_tensor::{Result, Tensor};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

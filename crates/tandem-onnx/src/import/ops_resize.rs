@@ -6,11 +6,11 @@
 //! weights as constants (`y = x[i0] * w0 + x[i1] * w1`). The sizes of the resized axes must
 //! therefore be known at import time; other axes (the batch) may be dynamic.
 
-use super::node::{check_created, const_tensor, known_dims, opt, req, Arg, NodeCtx, Outs, PDim};
+use super::node::{
+    check_created, const_tensor, known_dims, opt, req, Arg, Args, NodeCtx, Outs, PDim,
+};
 use tandem_ir::{Emit, EmitExt};
 use tandem_tensor::{Result, Tensor};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

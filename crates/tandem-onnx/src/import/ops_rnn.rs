@@ -7,11 +7,9 @@
 //! supported; peepholes, `clip`, `input_forget`, other activations and partial
 //! `sequence_lens` are errors naming the attribute or input.
 
-use super::node::{const_tensor, opt, req, Arg, NodeCtx, Outs};
+use super::node::{const_tensor, opt, req, Args, NodeCtx, Outs};
 use tandem_ir::{Emit, EmitExt};
 use tandem_tensor::Result;
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(

@@ -1,15 +1,13 @@
 //! Shape and movement ops, constants and casts, with import-time tracking of shape vectors.
 
 use super::node::{
-    axis, check_created, const_ints, const_tensor, known_dims, one, opt, req, Arg, Known, NodeCtx,
-    Outs, PDim,
+    axis, check_created, const_ints, const_tensor, known_dims, one, opt, req, Arg, Args, Known,
+    NodeCtx, Outs, PDim,
 };
 use super::ops_math::coerce_2d;
 use crate::tensor_proto::{dtype_from_onnx, onnx_type_name, tensor_from_proto, MAX_RANK};
 use tandem_ir::{Emit, EmitExt, Op};
 use tandem_tensor::{DType, Result, Tensor};
-
-type Args<V> = [Option<Arg<V>>];
 
 /// Maps `op` if it belongs to this family.
 pub(super) fn apply<F: Emit>(
