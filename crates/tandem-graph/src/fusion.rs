@@ -19,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tandem_ir::Op;
 use tandem_tensor::cpu::math;
-use tandem_tensor::cpu::matmul::{gemm, MatMut, MatRef, Threads};
 use tandem_tensor::cpu::simd::{dispatch, PARALLEL_THRESHOLD};
 use tandem_tensor::layout::broadcast_shapes;
 use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor, UnaryOp};
@@ -1147,26 +1146,12 @@ impl MatMulBias {
                 hint: format!("{name}: bias {:?}", b.shape()),
             });
         }
-        let (xs, xl) = x.cpu("matmul_bias")?;
-        let (ws, wl) = w.cpu("matmul_bias")?;
         let b = b.contiguous()?;
         let bias = b
             .as_slice::<T>()
             .ok_or_else(|| Error::Graph(format!("{name}: bias is not host {}", T::DTYPE)))?;
-        let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], stride2(xl))?;
-        let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], stride2(wl))?;
-        let mut result = match out {
-            Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE => t,
-            _ => Tensor::zeros(&[m, n], T::DTYPE),
-        };
+        let mut result = crate::lower::product_into::<T>(x, w, [m, k, n], out, "matmul_bias")?;
         let dst = result.make_mut::<T>()?;
-        gemm(
-            MatMut::row_major(dst, m, n)?,
-            lhs,
-            rhs,
-            false,
-            Threads::Auto,
-        )?;
         if n > 0 {
             let relu = self.relu;
             dispatch(
@@ -1187,13 +1172,6 @@ impl MatMulBias {
             );
         }
         Ok(result)
-    }
-}
-
-fn stride2(l: &tandem_tensor::layout::Layout) -> [usize; 2] {
-    match l.strides() {
-        &[a, b] => [a, b],
-        _ => [0, 0],
     }
 }
 

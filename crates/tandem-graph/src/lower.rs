@@ -36,24 +36,37 @@ impl MatMulKernel {
             // Tensor::matmul words the error.
             return x.matmul(w);
         }
-        let (xs, xl) = x.cpu("matmul")?;
-        let (ws, wl) = w.cpu("matmul")?;
-        let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
-        let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
-        let mut result = match out {
-            Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
-            _ => Tensor::zeros(&[m, n], T::DTYPE),
-        };
-        let dst = result.make_mut::<T>()?;
-        gemm(
-            MatMut::row_major(dst, m, n)?,
-            lhs,
-            rhs,
-            false,
-            Threads::Auto,
-        )?;
-        Ok(result)
+        product_into::<T>(x, w, [m, k, n], out, "matmul")
     }
+}
+
+/// `x [m, k] @ w [k, n]` (2-D, host, dtype `T`, shapes already checked) into `out` when it is
+/// a contiguous `[m, n]` buffer of `T` (a buffer kept by memory planning), a new tensor
+/// otherwise: one `gemm` call with the operands' strides as they are. Shared by
+/// [`MatMulKernel`] and the MatMul + bias kernel of the fusion pass.
+pub(crate) fn product_into<T: GemmScalar>(
+    x: &Tensor,
+    w: &Tensor,
+    [m, k, n]: [usize; 3],
+    out: Option<Tensor>,
+    op: &'static str,
+) -> Result<Tensor> {
+    let (xs, xl) = x.cpu(op)?;
+    let (ws, wl) = w.cpu(op)?;
+    let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
+    let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
+    let mut result = match out {
+        Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
+        _ => Tensor::zeros(&[m, n], T::DTYPE),
+    };
+    gemm(
+        MatMut::row_major(result.make_mut::<T>()?, m, n)?,
+        lhs,
+        rhs,
+        false,
+        Threads::Auto,
+    )?;
+    Ok(result)
 }
 
 impl Kernel for MatMulKernel {

@@ -8,7 +8,7 @@
 //! zero-padding the result.
 
 use super::node::{check_created, opt, req, Args, NodeCtx, Outs};
-use super::ops_nn::{lift, pair, unlift, LIMIT};
+use super::ops_nn::{explicit_pads, lift, pair, unlift, LIMIT};
 use tandem_ir::{Emit, EmitExt, Op};
 use tandem_tensor::{Conv2dParams, Result};
 
@@ -66,21 +66,10 @@ fn crops(
         return Ok(out);
     }
     match auto.as_str() {
-        "NOTSET" => match ctx.ints("pads")? {
-            None => Ok([(0, 0); 2]),
-            Some(p) => match p.as_slice() {
-                [hb, wb, he, we] if nd == 2 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
-                    Ok([(*hb, *he), (*wb, *we)])
-                }
-                [b, e] if nd == 1 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
-                    Ok([(0, 0), (*b, *e)])
-                }
-                _ => Err(ctx.err(format!(
-                    "attribute pads {p:?} must hold {} values in 0..={LIMIT}",
-                    2 * nd
-                ))),
-            },
-        },
+        "NOTSET" => {
+            let p = explicit_pads(ctx, nd)?;
+            Ok(p.map(|(b, e)| (b as i64, e as i64)))
+        }
         "VALID" => Ok([(0, 0); 2]),
         "SAME_UPPER" | "SAME_LOWER" => {
             let mut out = [(0, 0); 2];

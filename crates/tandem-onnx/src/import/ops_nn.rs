@@ -42,6 +42,26 @@ pub(super) fn pair(ctx: &NodeCtx<'_>, name: &str, default: usize, nd: usize) -> 
     }
 }
 
+/// `(begin, end)` padding of the two spatial dims from the `pads` attribute (none: no
+/// padding), for `nd` (1 or 2) spatial dims lifted to two.
+pub(super) fn explicit_pads(ctx: &NodeCtx<'_>, nd: usize) -> Result<[(usize, usize); 2]> {
+    match ctx.ints("pads")? {
+        None => Ok([(0, 0); 2]),
+        Some(p) => match p.as_slice() {
+            [hb, wb, he, we] if nd == 2 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
+                Ok([(*hb as usize, *he as usize), (*wb as usize, *we as usize)])
+            }
+            [b, e] if nd == 1 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
+                Ok([(0, 0), (*b as usize, *e as usize)])
+            }
+            _ => Err(ctx.err(format!(
+                "attribute pads {p:?} must hold {} values in 0..={LIMIT}",
+                2 * nd
+            ))),
+        },
+    }
+}
+
 /// `(begin, end)` padding of the two spatial dims from `pads` / `auto_pad`.
 fn spatial_pads(
     ctx: &NodeCtx<'_>,
@@ -53,21 +73,7 @@ fn spatial_pads(
 ) -> Result<[(usize, usize); 2]> {
     let auto = ctx.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
     match auto.as_str() {
-        "NOTSET" => match ctx.ints("pads")? {
-            None => Ok([(0, 0); 2]),
-            Some(p) => match p.as_slice() {
-                [hb, wb, he, we] if nd == 2 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
-                    Ok([(*hb as usize, *he as usize), (*wb as usize, *we as usize)])
-                }
-                [b, e] if nd == 1 && p.iter().all(|v| (0..=LIMIT).contains(v)) => {
-                    Ok([(0, 0), (*b as usize, *e as usize)])
-                }
-                _ => Err(ctx.err(format!(
-                    "pads {p:?} must hold {} values in 0..={LIMIT}",
-                    2 * nd
-                ))),
-            },
-        },
+        "NOTSET" => explicit_pads(ctx, nd),
         "VALID" => Ok([(0, 0); 2]),
         "SAME_UPPER" | "SAME_LOWER" => {
             let mut out = [(0, 0); 2];

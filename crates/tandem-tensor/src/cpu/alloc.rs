@@ -3,9 +3,11 @@
 //! A training step allocates and frees the same large buffers (activations, gradients,
 //! im2col matrices) every step. With glibc's default settings, buffers above the `mmap`
 //! threshold are unmapped when freed and the top of the heap is trimmed, so the next step
-//! maps fresh pages and pays a page fault per 4 KiB page it touches: measured on a 2-core
-//! virtual machine, a LeNet-5 training step took about 1,100 page faults and 6.0-7.0 ms, against
-//! 5 page faults and 4.2-4.4 ms with freed memory kept in the process.
+//! maps fresh pages and pays a page fault per 4 KiB page it touches. Measured on a 2-core
+//! virtual machine with `perf stat -e page-faults` around `cargo run --release --example
+//! profile_step -- lenet 64 300`: about 1,100 page faults per LeNet-5 training step and
+//! 5.5-5.7 ms per step with glibc's defaults, 2.8-3.5 ms with this setting (the same
+//! thresholds given through `GLIBC_TUNABLES` brought the faults down to 5 per step).
 //!
 //! [`keep_freed_memory`] (run once, at the first kernel) raises glibc's `mmap` threshold to
 //! its maximum (32 MiB) and its trim threshold to [`TRIM_THRESHOLD`], so freed buffers are

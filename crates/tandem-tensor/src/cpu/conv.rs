@@ -248,9 +248,10 @@ impl<T: GemmScalar> Scratch<T> {
 const GROUP_COL_ELEMS: usize = 1 << 18;
 
 /// Samples per product for the forward pass and the input gradient: `gemm` runs one
-/// `[O/g, C/g*kh*kw] x [C/g*kh*kw, 8 * oh*ow]` product much faster than eight products of a
-/// single sample's width (LeNet-5's conv2, `[16,150] x [150,100]`: 460 -> 300 us for 64
-/// samples on one thread), so up to `per_task` samples whose column matrices fit
+/// `[O/g, C/g*kh*kw] x [C/g*kh*kw, 8 * oh*ow]` product faster than eight products of a
+/// single sample's width (LeNet-5's two forward convolutions: 661-709 -> 600-633 us per
+/// training step in `cargo run --release --example profile_step -- lenet 64`, alternating
+/// runs on 2 cores), so up to `per_task` samples whose column matrices fit
 /// [`GROUP_COL_ELEMS`] share one product. Pointwise convolutions need no column matrix and
 /// stay per sample.
 fn group_len(g: &ConvGeom, per_task: usize) -> usize {

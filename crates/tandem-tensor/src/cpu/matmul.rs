@@ -259,11 +259,11 @@ pub fn gemm<T: GemmScalar>(
 /// under [`Threads::Auto`], unless a side is shorter than [`SPLIT_MIN_SIDE`]; smaller ones
 /// run on the calling thread. The output is cut in halves along its longer side, again and
 /// again, until there is one part per thread, and each part is one single-threaded `gemm`
-/// call: measured on a 2-core AVX-512 machine, this beats `gemm`'s own threading at every size
-/// tried (1024x784x128 linear layer 1.0-1.1 ms against 1.13-1.43 ms, its weight gradient
-/// 1.09-1.45 against 1.24-1.65 ms, 512^3 1.24 against 1.26-1.56 ms, 2048^3 86-90 against
-/// 90-95 ms), and below 2^23 multiply-adds `gemm`'s threading was slower than one thread
-/// (the batch-64 MLP step went from 424 to 305 us in graph mode when its products were split).
+/// call, which was faster than `gemm`'s own threading on a 2-core AVX-512 machine: the
+/// batch-1024 MLP graph step (two 1024x784x128 products) went from 3.4-3.7 to 2.8-3.0 ms
+/// (`cargo run --release -p tandem-graph --example graph_timing -- mlp1024 200`, alternating
+/// runs), and the batch-64 step (products below 2^23 multiply-adds, where `gemm`'s threading
+/// was slower than one thread) from 424 to 305 us in graph mode when its products were split.
 pub const SPLIT_WORK: usize = 1 << 20;
 
 /// Skinny products (a side shorter than this, e.g. the 10 outputs of a classifier layer) are
