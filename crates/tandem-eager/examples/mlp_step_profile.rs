@@ -1,5 +1,6 @@
 //! A fixed number of eager MLP training steps (784 -> Linear 128 -> ReLU -> Linear 10, mean
-//! cross-entropy, Adam 1e-3) and batch-1 forwards, for profilers (callgrind) and quick timing.
+//! cross-entropy, Adam 1e-3) and batch-1 forwards, for profilers (callgrind) and quick timing;
+//! prints the time per step and of each phase of the step.
 //!
 //! `cargo run --release -p tandem-eager --example mlp_step_profile -- [batch] [steps] [infer]`
 
@@ -25,13 +26,25 @@ fn main() -> Result<()> {
     let mut opt = Adam::new(params, AdamConfig::default());
     let x = Tensor::rand(&[batch, 784], DType::F32)?;
     let y = Tensor::randint(&[batch], 0, 10, DType::I64)?;
+    // Wall time of each phase of the step, summed over the steps.
+    const PHASES: [&str; 5] = ["zero_grad", "forward", "loss", "backward", "optimizer step"];
+    let mut phases = [0f64; 5];
     let start = Instant::now();
     for _ in 0..steps {
+        let mut marks = [Instant::now(); 6];
         opt.zero_grad();
+        marks[1] = Instant::now();
         let logits = fc2.forward(&fc1.forward(&x)?.relu()?)?;
+        marks[2] = Instant::now();
         let loss = F::cross_entropy(&logits, &y)?;
+        marks[3] = Instant::now();
         loss.backward()?;
+        marks[4] = Instant::now();
         opt.step()?;
+        marks[5] = Instant::now();
+        for (p, w) in phases.iter_mut().zip(marks.windows(2)) {
+            *p += (w[1] - w[0]).as_secs_f64();
+        }
     }
     let train = start.elapsed();
     let x1 = Tensor::rand(&[1, 784], DType::F32)?;
@@ -48,5 +61,11 @@ fn main() -> Result<()> {
         train.as_secs_f64() * 1e6 / steps.max(1) as f64,
         infer.as_secs_f64() * 1e6 / infers.max(1) as f64
     );
+    for (name, t) in PHASES.iter().zip(phases) {
+        println!(
+            "  {name:>14}: {:8.1} us/step",
+            t * 1e6 / steps.max(1) as f64
+        );
+    }
     Ok(())
 }

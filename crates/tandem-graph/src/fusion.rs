@@ -623,10 +623,7 @@ impl FusedElementwise {
             let block = block_len(self.registers, std::mem::size_of::<T>());
             let per = n.div_ceil(rayon::current_num_threads().max(1)).max(block);
             let per = per.div_ceil(block) * block;
-            use rayon::prelude::*;
-            dst.par_chunks_mut(per)
-                .enumerate()
-                .try_for_each(|(i, c)| run_range(c, i * per))?;
+            tandem_tensor::cpu::par::try_for_each_chunk(dst, per, |i, c| run_range(c, i * per))?;
         } else {
             run_range(dst, 0)?;
         }

@@ -158,12 +158,11 @@ impl MaskMul {
         };
         let n = dst.len();
         if n >= PARALLEL_THRESHOLD {
-            use rayon::prelude::*;
             let per = n.div_ceil(rayon::current_num_threads().max(1)).max(4096);
-            dst.par_chunks_mut(per)
-                .zip(gv.par_chunks(per))
-                .zip(xv.par_chunks(per))
-                .for_each(|((d, a), b)| body(d, a, b));
+            tandem_tensor::cpu::par::for_each_chunk(dst, per, |i, d| {
+                let at = i * per..i * per + d.len();
+                body(d, &gv[at.clone()], &xv[at])
+            });
         } else {
             body(dst, gv, xv);
         }

@@ -11,9 +11,9 @@
 //! `gemm` inside); a batch of one runs `gemm` with its own threads instead.
 
 use super::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
+use super::par;
 use super::simd::dispatch;
 use crate::{Conv2dParams, Error, Result};
-use rayon::prelude::*;
 
 /// The checked geometry of a convolution: NCHW input, `[O, C/groups, kh, kw]` weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,15 +285,13 @@ fn per_group<T: GemmScalar>(
         let len = group_len(g, g.n.div_ceil(threads));
         let tasks = if len > 1 { threads } else { threads * 4 };
         let per_task = g.n.div_ceil(tasks).max(1);
-        out.par_chunks_mut(per_task * out_per_sample)
-            .enumerate()
-            .try_for_each(|(t, chunk)| {
-                let mut scratch = Scratch::for_samples(g, len);
-                for (i, o) in chunk.chunks_mut(len * out_per_sample).enumerate() {
-                    f(t * per_task + i * len, o, &mut scratch, Threads::Single)?;
-                }
-                Ok(())
-            })
+        par::try_for_each_chunk(out, per_task * out_per_sample, |t, chunk| {
+            let mut scratch = Scratch::for_samples(g, len);
+            for (i, o) in chunk.chunks_mut(len * out_per_sample).enumerate() {
+                f(t * per_task + i * len, o, &mut scratch, Threads::Single)?;
+            }
+            Ok(())
+        })
     } else {
         let len = group_len(g, g.n);
         let mut scratch = Scratch::for_samples(g, len);
@@ -623,13 +621,10 @@ pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) 
     }
     if tasks > 1 {
         let per_task = g.n.div_ceil(tasks);
-        partials
-            .par_chunks_mut(w_len)
-            .enumerate()
-            .try_for_each(|(t, dw_t)| {
-                let range = (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n);
-                accumulate(range, dw_t, Threads::Single)
-            })?;
+        par::try_for_each_chunk(&mut partials, w_len, |t, dw_t| {
+            let range = (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n);
+            accumulate(range, dw_t, Threads::Single)
+        })?;
     } else {
         accumulate(0..g.n, &mut partials, Threads::Auto)?;
     }

@@ -1,8 +1,8 @@
 //! Strided copies: materializing any view as a contiguous buffer.
 
+use super::par;
 use crate::layout::{Layout, Shape, Strides};
 use crate::{CpuStorage, Element};
-use rayon::prelude::*;
 
 /// Copies the elements of `layout` over `src` into a new contiguous buffer.
 pub fn copy_strided(src: &CpuStorage, layout: &Layout) -> CpuStorage {
@@ -87,9 +87,7 @@ pub fn gather_into<T: Element>(src: &[T], layout: &Layout, dst: &mut [T]) {
         copy_rows(0, dst);
     } else {
         let rows_per = outer.div_ceil(chunks);
-        dst.par_chunks_mut(rows_per * block)
-            .enumerate()
-            .for_each(|(i, d)| copy_rows(i * rows_per, d));
+        par::for_each_chunk(dst, rows_per * block, |i, d| copy_rows(i * rows_per, d));
     }
 }
 
@@ -198,20 +196,14 @@ impl TransposePlan {
         let block_len = self.nj * self.nl;
         if self.adjacent && super::simd::parallel_chunks(dst.len()) > 1 {
             // Each block, and each band of TILE rows in it, is its own part of the output.
-            dst.par_chunks_mut(block_len)
-                .take(blocks)
-                .enumerate()
-                .for_each(|(o, block)| {
-                    let (base, _) = self.bases(o);
-                    block
-                        .par_chunks_mut(TILE * self.nl)
-                        .enumerate()
-                        .for_each(|(t, band)| {
-                            let a0 = t * TILE;
-                            let a1 = (a0 + TILE).min(self.nj);
-                            self.rows(src, base + a0, band, 0, a1 - a0);
-                        });
+            par::for_each_chunk(&mut dst[..blocks * block_len], block_len, |o, block| {
+                let (base, _) = self.bases(o);
+                par::for_each_chunk(block, TILE * self.nl, |t, band| {
+                    let a0 = t * TILE;
+                    let a1 = (a0 + TILE).min(self.nj);
+                    self.rows(src, base + a0, band, 0, a1 - a0);
                 });
+            });
             return;
         }
         for o in 0..blocks {

@@ -8,10 +8,10 @@
 //! Row kernels (`index_select_rows`, `index_add_rows`) are the fast paths for contiguous data;
 //! the strided kernels handle any layout. Each has a plain reference in the tests.
 
+use super::par;
 use super::simd::{dispatch, parallel_chunks};
 use crate::layout::{contiguous_strides, Layout, Shape, Strides};
 use crate::{bf16, f16, Element};
-use rayon::prelude::*;
 
 /// Walks the storage positions of a strided view in row-major order, starting at any flat
 /// element index (so parallel chunks can start in the middle).
@@ -126,9 +126,7 @@ fn for_row_chunks<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]
     }
     let rows = out.len() / row;
     let rows_per = rows.div_ceil(chunks).max(1);
-    out.par_chunks_mut(rows_per * row)
-        .enumerate()
-        .for_each(|(i, c)| f(i * rows_per, c));
+    par::for_each_chunk(out, rows_per * row, |i, c| f(i * rows_per, c));
 }
 
 /// `torch.gather`: `out[i] = src[i with i[axis] replaced by idx[i]]` for every multi-index `i`
@@ -245,9 +243,9 @@ pub fn index_add_rows<T: Accumulate>(
     };
     let outer = out.len() / (dim * inner);
     if outer > 1 && parallel_chunks(src.len()) > 1 {
-        out.par_chunks_mut(dim * inner)
-            .zip(src.par_chunks(n * inner))
-            .for_each(|(d, s)| block(d, s));
+        par::for_each_chunk(out, dim * inner, |o, d| {
+            block(d, &src[o * n * inner..(o + 1) * n * inner])
+        });
     } else {
         for (d, s) in out.chunks_mut(dim * inner).zip(src.chunks(n * inner)) {
             block(d, s);

@@ -13,7 +13,6 @@
 use super::simd::dispatch;
 use crate::layout::Layout;
 use crate::{f16, Element, Error, Result};
-use rayon::prelude::*;
 
 mod sealed {
     pub trait Sealed {}
@@ -328,7 +327,7 @@ impl Call {
         // SAFETY: the caller's contract for the whole product; the two halves write disjoint
         // parts of the output (rows or columns `..h` and `h..`), so they may run at the same
         // time.
-        rayon::join(
+        super::par::join(
             || unsafe { a.run_split::<T>(first) },
             || unsafe { b.run_split::<T>(parts - first) },
         );
@@ -553,9 +552,7 @@ pub fn matmul_batched<T: GemmScalar>(
     // Batches of products below 2^23 multiply-adds run one whole product per thread.
     let work = m * n * k;
     if batch > 1 && work < 1 << 23 && batch * work >= 1 << 16 {
-        out.par_chunks_mut(m * n)
-            .enumerate()
-            .try_for_each(|(b, dst)| one(b, dst, Threads::Single))?;
+        super::par::try_for_each_chunk(&mut out, m * n, |b, dst| one(b, dst, Threads::Single))?;
     } else {
         for (b, dst) in out.chunks_mut(m * n).enumerate() {
             one(b, dst, Threads::Auto)?;

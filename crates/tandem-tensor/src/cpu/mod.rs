@@ -9,6 +9,7 @@ pub mod copy;
 pub mod index;
 pub mod math;
 pub mod matmul;
+pub mod par;
 pub mod pool;
 pub mod reduce;
 pub mod simd;

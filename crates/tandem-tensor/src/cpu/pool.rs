@@ -5,9 +5,9 @@
 //! planes are spread over the thread pool when the tensor is large. Max and average pooling
 //! with a 2x2 window, stride 2 and no padding (the common case) have a dedicated loop.
 
+use super::par;
 use super::simd::{dispatch, PARALLEL_THRESHOLD};
 use crate::{Error, Float, Pool2dParams, Result};
-use rayon::prelude::*;
 
 /// The checked geometry of a pooling: NCHW input, window, output size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +146,11 @@ impl PoolGeom {
     }
 }
 
+/// Planes per parallel task: about four tasks per thread.
+fn planes_per_task(planes: usize) -> usize {
+    planes.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
 /// Runs `f(input_plane, output_plane)` over all planes, in parallel when large.
 fn planes<A: Sync, B: Send>(
     input: &[A],
@@ -158,10 +163,13 @@ fn planes<A: Sync, B: Send>(
         return;
     }
     if input.len() + output.len() >= PARALLEL_THRESHOLD {
-        output
-            .par_chunks_mut(out_plane)
-            .zip(input.par_chunks(in_plane))
-            .for_each(|(o, i)| f(i, o));
+        let per = planes_per_task(output.len() / out_plane);
+        par::for_each_chunk(output, per * out_plane, |t, o| {
+            let input = &input[t * per * in_plane..];
+            for (o, i) in o.chunks_mut(out_plane).zip(input.chunks(in_plane)) {
+                f(i, o);
+            }
+        });
     } else {
         for (o, i) in output.chunks_mut(out_plane).zip(input.chunks(in_plane)) {
             f(i, o);
@@ -303,10 +311,13 @@ pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> R
         }
     };
     if x.len() >= PARALLEL_THRESHOLD {
-        dx.par_chunks_mut(ip)
-            .zip(x.par_chunks(ip))
-            .zip(grad_out.par_chunks(opl))
-            .for_each(work);
+        let per = planes_per_task(dx.len() / ip);
+        par::for_each_chunk(&mut dx, per * ip, |t, d| {
+            d.chunks_mut(ip)
+                .zip(x[t * per * ip..].chunks(ip))
+                .zip(grad_out[t * per * opl..].chunks(opl))
+                .for_each(&work)
+        });
     } else {
         dx.chunks_mut(ip)
             .zip(x.chunks(ip))

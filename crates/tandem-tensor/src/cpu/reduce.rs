@@ -7,11 +7,11 @@
 //! added into an output-wide buffer, never strided per column).
 
 use super::strided::{HalfFloat, STAGE};
+use crate::cpu::par;
 use crate::cpu::simd::{dispatch, parallel_chunks};
 use crate::layout::{contiguous_strides, Layout, Shape, Strides};
 use crate::{CpuStorage, Device, Error, ReduceOp, Result};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 /// Independent accumulators per contiguous run: enough to fill several vector registers.
 const LANES: usize = 64;
@@ -447,30 +447,25 @@ impl ReducePlan {
         let out_stride0 = self.out_strides[0];
         if chunks > 1 && out_stride0 != 0 && out_stride0 * dim0 == self.out_numel {
             let per = dim0.div_ceil(chunks);
-            out.par_chunks_mut(per * out_stride0)
-                .enumerate()
-                .for_each(|(i, o)| {
-                    let lo = i * per;
-                    let hi = (lo + per).min(dim0);
-                    dispatch(
-                        #[inline(always)]
-                        || self.accumulate::<T, A, R>(src, lo, hi, o, lo * out_stride0),
-                    );
-                });
+            par::for_each_chunk(&mut out, per * out_stride0, |i, o| {
+                let lo = i * per;
+                let hi = (lo + per).min(dim0);
+                dispatch(
+                    #[inline(always)]
+                    || self.accumulate::<T, A, R>(src, lo, hi, o, lo * out_stride0),
+                );
+            });
         } else if chunks > 1 && self.out_numel * chunks <= total / 4 {
             let per = dim0.div_ceil(chunks);
-            let parts: Vec<Vec<A>> = (0..dim0.div_ceil(per))
-                .into_par_iter()
-                .map(|i| {
-                    let mut part = vec![R::init(); self.out_numel];
-                    let (lo, hi) = (i * per, ((i + 1) * per).min(dim0));
-                    dispatch(
-                        #[inline(always)]
-                        || self.accumulate::<T, A, R>(src, lo, hi, &mut part, 0),
-                    );
-                    part
-                })
-                .collect();
+            let parts: Vec<Vec<A>> = par::map(dim0.div_ceil(per), |i| {
+                let mut part = vec![R::init(); self.out_numel];
+                let (lo, hi) = (i * per, ((i + 1) * per).min(dim0));
+                dispatch(
+                    #[inline(always)]
+                    || self.accumulate::<T, A, R>(src, lo, hi, &mut part, 0),
+                );
+                part
+            });
             for part in parts {
                 dispatch(
                     #[inline(always)]

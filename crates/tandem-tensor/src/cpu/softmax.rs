@@ -11,9 +11,9 @@
 use super::reduce::Acc;
 use super::strided::output_vec;
 use super::unary::UnaryFloat;
+use crate::cpu::par::for_each_chunk;
 use crate::cpu::simd::{dispatch, parallel_chunks};
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// Accumulators per row reduction.
 const LANES: usize = 32;
@@ -26,9 +26,28 @@ pub(crate) trait SoftmaxFloat:
 impl SoftmaxFloat for f32 {}
 impl SoftmaxFloat for f64 {}
 
+/// Combines the `LANES` accumulators pairwise (halving the array each round, so that each
+/// round is one vector operation) with `op`.
+#[inline(always)]
+fn fold_lanes<F: SoftmaxFloat>(mut acc: [F; LANES], op: impl Fn(F, F) -> F) -> F {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for j in 0..width {
+            acc[j] = op(acc[j], acc[j + width]);
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
 /// Largest element of a row (NaN wins).
 #[inline(always)]
 fn row_max<F: SoftmaxFloat>(x: &[F]) -> F {
+    if x.len() < LANES {
+        // Short rows (class scores of a small classifier): one accumulator; setting up and
+        // combining many would cost more than the row.
+        return x.iter().fold(F::LOWEST, |m, &v| m.max_nan(v));
+    }
     let mut acc = [F::LOWEST; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -36,16 +55,36 @@ fn row_max<F: SoftmaxFloat>(x: &[F]) -> F {
             acc[j] = acc[j].max_nan(c[j]);
         }
     }
-    let mut m = F::LOWEST;
-    for &v in acc.iter().chain(chunks.remainder()) {
-        m = m.max_nan(v);
+    for (j, &v) in chunks.remainder().iter().enumerate() {
+        acc[j] = acc[j].max_nan(v);
     }
-    m
+    fold_lanes(acc, |a, b| a.max_nan(b))
 }
 
 /// Sums of `exp(x - m)` and of `x - m` over a row; stores the exponentials in `store` if given.
 #[inline(always)]
 fn exp_sums<F: SoftmaxFloat>(x: &[F], m: F, store: Option<&mut [F]>) -> (F, F) {
+    if x.len() < LANES {
+        let (mut e, mut d) = (<F as Acc>::ZERO, <F as Acc>::ZERO);
+        match store {
+            Some(out) => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v - m).exp();
+                }
+                for &v in out.iter() {
+                    e = e + v;
+                }
+            }
+            None => {
+                for &v in x {
+                    let diff = v - m;
+                    e = e + diff.exp();
+                    d = d + diff;
+                }
+            }
+        }
+        return (e, d);
+    }
     let mut se = [<F as Acc>::ZERO; LANES];
     let mut sd = [<F as Acc>::ZERO; LANES];
     let split = x.len() - x.len() % LANES;
@@ -82,12 +121,7 @@ fn exp_sums<F: SoftmaxFloat>(x: &[F], m: F, store: Option<&mut [F]>) -> (F, F) {
             }
         }
     }
-    let (mut e, mut d) = (<F as Acc>::ZERO, <F as Acc>::ZERO);
-    for j in 0..LANES {
-        e = e + se[j];
-        d = d + sd[j];
-    }
-    (e, d)
+    (fold_lanes(se, |a, b| a + b), fold_lanes(sd, |a, b| a + b))
 }
 
 /// Softmax (or log-softmax) of one contiguous row.
@@ -177,23 +211,22 @@ pub(crate) fn softmax<F: SoftmaxFloat>(
         return out;
     }
     let per = blocks_per_task(outer, x.len()) * block;
-    out.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(o, x)| {
-            let mut scratch = vec![<F as Acc>::ZERO; if inner > 1 { 2 * inner } else { 0 }];
-            dispatch(
-                #[inline(always)]
-                || {
-                    for (o, x) in o.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
-                        if inner == 1 {
-                            softmax_row(x, o, log);
-                        } else {
-                            softmax_block(x, o, inner, log, &mut scratch);
-                        }
+    for_each_chunk(&mut out, per, |i, o| {
+        let x = &x[i * per..i * per + o.len()];
+        let mut scratch = vec![<F as Acc>::ZERO; if inner > 1 { 2 * inner } else { 0 }];
+        dispatch(
+            #[inline(always)]
+            || {
+                for (o, x) in o.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
+                    if inner == 1 {
+                        softmax_row(x, o, log);
+                    } else {
+                        softmax_block(x, o, inner, log, &mut scratch);
                     }
-                },
-            )
-        });
+                }
+            },
+        )
+    });
     out
 }
 
@@ -236,33 +269,32 @@ pub(crate) fn cross_entropy<F: SoftmaxFloat>(
     let n = target.len() / s;
     let cf = F::from_f64(c as f64);
     let per = blocks_per_task(n, x.len());
-    out.par_chunks_mut(per * s)
-        .zip(x.par_chunks(per * block))
-        .zip(target.par_chunks(per * s))
-        .for_each(|((out, x), target)| {
-            let mut scratch = vec![<F as Acc>::ZERO; if s > 1 { 3 * s } else { 0 }];
-            dispatch(
-                #[inline(always)]
-                || {
-                    for ((o, x), t) in out
-                        .chunks_exact_mut(s)
-                        .zip(x.chunks_exact(block))
-                        .zip(target.chunks_exact(s))
-                    {
-                        if s == 1 {
-                            if t[0] != ignore_index {
-                                let m = row_max(x);
-                                let (se, sd) = exp_sums(x, m, None);
-                                let xt = x[t[0] as usize] - m;
-                                o[0] = smoothed_loss(xt, se.ln(), sd, cf, eps);
-                            }
-                        } else {
-                            ce_block(x, t, o, s, ignore_index, cf, eps, &mut scratch);
+    for_each_chunk(&mut out, per * s, |i, out| {
+        let x = &x[i * per * block..][..out.len() / s * block];
+        let target = &target[i * per * s..][..out.len()];
+        let mut scratch = vec![<F as Acc>::ZERO; if s > 1 { 3 * s } else { 0 }];
+        dispatch(
+            #[inline(always)]
+            || {
+                for ((o, x), t) in out
+                    .chunks_exact_mut(s)
+                    .zip(x.chunks_exact(block))
+                    .zip(target.chunks_exact(s))
+                {
+                    if s == 1 {
+                        if t[0] != ignore_index {
+                            let m = row_max(x);
+                            let (se, sd) = exp_sums(x, m, None);
+                            let xt = x[t[0] as usize] - m;
+                            o[0] = smoothed_loss(xt, se.ln(), sd, cf, eps);
                         }
+                    } else {
+                        ce_block(x, t, o, s, ignore_index, cf, eps, &mut scratch);
                     }
-                },
-            )
-        });
+                }
+            },
+        )
+    });
     Ok(out)
 }
 

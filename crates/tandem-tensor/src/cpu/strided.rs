@@ -7,7 +7,6 @@ use crate::layout::{Layout, Shape, Strides};
 use crate::{DType, Element};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 /// Parallel chunks of an output are rounded to a multiple of this many elements.
 const CHUNK_ALIGN: usize = 64;
@@ -160,9 +159,7 @@ pub fn run_parallel<O: Send>(out: &mut [O], work: impl Fn(&mut [O], usize) + Syn
         return;
     }
     let size = n.div_ceil(chunks).next_multiple_of(CHUNK_ALIGN);
-    out.par_chunks_mut(size)
-        .enumerate()
-        .for_each(|(i, chunk)| work(chunk, i * size));
+    super::par::for_each_chunk(out, size, |i, chunk| work(chunk, i * size));
 }
 
 /// A vector of `n` elements that a kernel then overwrites entirely.

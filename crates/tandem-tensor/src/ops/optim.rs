@@ -7,7 +7,6 @@
 
 use crate::cpu::simd::dispatch;
 use crate::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// Adam / AdamW hyperparameters (PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -216,11 +215,18 @@ pub fn adam_step(
             )
         };
         if ps.len() >= 2 * CHUNK {
-            ps.par_chunks_mut(CHUNK)
-                .zip(gs.par_chunks(CHUNK))
-                .zip(ms.par_chunks_mut(CHUNK))
-                .zip(vs.par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| kernel(p, g, m, v));
+            // The moments are split with the parameters: each task takes its own range of all
+            // four buffers.
+            let mut parts: Vec<_> = ps
+                .chunks_mut(CHUNK)
+                .zip(gs.chunks(CHUNK))
+                .zip(ms.chunks_mut(CHUNK).zip(vs.chunks_mut(CHUNK)))
+                .collect();
+            crate::cpu::par::for_each_chunk(&mut parts, 1, |_, part| {
+                for ((p, g), (m, v)) in part {
+                    kernel(p, g, m, v);
+                }
+            });
         } else {
             kernel(ps, gs, ms, vs);
         }

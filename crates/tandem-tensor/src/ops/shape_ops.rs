@@ -7,7 +7,6 @@
 use crate::cpu::simd::{parallel_chunks, PARALLEL_THRESHOLD};
 use crate::layout::{numel, Layout, Shape, Strides};
 use crate::{CpuStorage, Element, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// The number of elements of `shape`, or an error naming `op` when it overflows `usize`.
 pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
@@ -71,9 +70,11 @@ pub(crate) fn write_region<T: Element>(
                 pieces.push((piece, sub_dst, sub_src));
                 r0 = r1;
             }
-            pieces
-                .into_par_iter()
-                .for_each(|(piece, d, s)| write_region_seq(piece, &d, src, &s));
+            crate::cpu::par::for_each_chunk(&mut pieces, 1, |_, p| {
+                for (piece, d, s) in p {
+                    write_region_seq(piece, d, src, s);
+                }
+            });
             return;
         }
     }

@@ -1,0 +1,321 @@
+//! Parallel loops for the kernels, on the rayon pool, with the calling thread taking part.
+//!
+//! A rayon parallel iterator started from a thread outside the pool (the user's thread, which
+//! is where eager ops and `Session::run` are called from) hands the whole job to the pool and
+//! puts the caller to sleep until it is done: two thread hand-offs per op, tens of
+//! microseconds each time, which a training step of a small model pays dozens of times.
+//!
+//! The loops here run differently when called from outside the pool: the tasks are numbered
+//! and claimed one by one from a shared counter, by the caller itself and by helpers sent to
+//! the pool (one fewer than the pool has threads, so that the caller and the helpers together
+//! use as many cores as the pool). The caller never sleeps while there are tasks left: it
+//! works through them itself, and once all are claimed it waits, spinning briefly and then
+//! yielding, for the ones still running in helpers. A helper that starts after every task was
+//! claimed returns at once, so a small job never waits for a thread to wake up. Called from a
+//! thread of the pool (nested parallelism, or a program running inside `ThreadPool::install`),
+//! the loops are plain rayon iterators.
+//!
+//! The split of the work into tasks is the caller's and never depends on which thread runs a
+//! task, so results are the same either way.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+/// Whether the current thread is a worker of a rayon pool.
+#[inline]
+fn in_pool() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// The body of a team run, its lifetime erased (see [`Team`]).
+type Body = *const (dyn Fn(usize) + Sync + 'static);
+
+/// The shared state of one parallel loop run from outside the pool.
+///
+/// The caller keeps `body` alive until `done == tasks`. A helper dereferences `body` only after
+/// claiming a task number below `tasks`, and counts the task done only after the call returned,
+/// so no helper touches `body` after the caller has returned; the counters themselves live as
+/// long as the `Arc` of the last helper.
+struct Team {
+    tasks: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    body: Body,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `body` points to a `Sync` closure, called through a shared reference only (see the
+// invariant on `Team`); the other fields are thread-safe.
+unsafe impl Send for Team {}
+// SAFETY: as above.
+unsafe impl Sync for Team {}
+
+impl Team {
+    /// Claims and runs tasks until none are left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.tasks {
+                return;
+            }
+            // SAFETY: task `i < tasks` is claimed and not yet counted done, so the caller is
+            // still waiting and `body` is alive (the invariant on `Team`).
+            let body = unsafe { &*self.body };
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| body(i))) {
+                lock(&self.panic).get_or_insert(payload);
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Runs `body(i)` for every `i` in `0..tasks`, in parallel on the rayon pool; returns once all
+/// calls returned. A panic in any call is raised again here, after every call has finished.
+pub fn for_each_index(tasks: usize, body: impl Fn(usize) + Sync) {
+    let threads = rayon::current_num_threads();
+    if tasks <= 1 || threads <= 1 {
+        (0..tasks).for_each(body);
+        return;
+    }
+    if in_pool() {
+        (0..tasks).into_par_iter().for_each(&body);
+        return;
+    }
+    let body: &(dyn Fn(usize) + Sync) = &body;
+    // SAFETY: only the lifetime is erased; `Team`'s invariant keeps every use of the pointer
+    // within this call, which waits below until every claimed task is done.
+    let erased: Body = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Body>(body) };
+    let team = Arc::new(Team {
+        tasks,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        body: erased,
+        panic: Mutex::new(None),
+    });
+    for _ in 0..(threads - 1).min(tasks - 1) {
+        let helper = Arc::clone(&team);
+        rayon::spawn(move || helper.work());
+    }
+    team.work();
+    let mut spins = 0u32;
+    while team.done.load(Ordering::Acquire) < tasks {
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    let payload = lock(&team.panic).take();
+    if let Some(payload) = payload {
+        panic::resume_unwind(payload);
+    }
+}
+
+/// A mutable slice shared by the tasks of a loop, each of which takes a disjoint part.
+struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the tasks take disjoint parts (see `part`), and `T: Send` lets them move between
+// threads.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The `i`-th part of `size` elements (the last one may be shorter).
+    ///
+    /// # Safety
+    /// Each `i` must be taken by one task only, while the slice is borrowed.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn part(&self, i: usize, size: usize) -> &mut [T] {
+        let start = i * size;
+        let len = size.min(self.len - start);
+        // SAFETY: `start + len <= self.len`, and the caller takes each part once.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Runs `body(i, chunk)` for the consecutive chunks of `size` elements of `out` (the last may
+/// be shorter), in parallel; `i * size` is the chunk's first index.
+pub fn for_each_chunk<T: Send>(out: &mut [T], size: usize, body: impl Fn(usize, &mut [T]) + Sync) {
+    let size = size.max(1);
+    let tasks = out.len().div_ceil(size);
+    if tasks <= 1 {
+        if !out.is_empty() {
+            body(0, out);
+        }
+        return;
+    }
+    if in_pool() {
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| body(i, c));
+        return;
+    }
+    let shared = SharedMut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    // SAFETY: `for_each_index` runs each task number once.
+    for_each_index(tasks, |i| body(i, unsafe { shared.part(i, size) }));
+}
+
+/// [`for_each_chunk`] with a fallible body: returns one of the errors if any call failed
+/// (chunks not started yet are then skipped).
+pub fn try_for_each_chunk<T: Send, E: Send>(
+    out: &mut [T],
+    size: usize,
+    body: impl Fn(usize, &mut [T]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let size = size.max(1);
+    let tasks = out.len().div_ceil(size);
+    if tasks <= 1 {
+        return if out.is_empty() { Ok(()) } else { body(0, out) };
+    }
+    if in_pool() {
+        return out
+            .par_chunks_mut(size)
+            .enumerate()
+            .try_for_each(|(i, c)| body(i, c));
+    }
+    let shared = SharedMut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    let error = Mutex::new(None);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    for_each_index(tasks, |i| {
+        if failed.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: `for_each_index` runs each task number once.
+        if let Err(e) = body(i, unsafe { shared.part(i, size) }) {
+            failed.store(true, Ordering::Relaxed);
+            lock(&error).get_or_insert(e);
+        }
+    });
+    match error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `[body(0), body(1), ..., body(tasks - 1)]`, computed in parallel.
+pub fn map<R: Send>(tasks: usize, body: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let mut out: Vec<Option<R>> = (0..tasks).map(|_| None).collect();
+    for_each_chunk(&mut out, 1, |i, slot| slot[0] = Some(body(i)));
+    out.into_iter().flatten().collect()
+}
+
+/// Locks `m`, also when a panicking task poisoned it (panics are raised again by the loops).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `a` and `b`, in parallel when the pool has more than one thread; returns both results.
+pub fn join<RA: Send, RB: Send>(
+    a: impl FnOnce() -> RA + Send,
+    b: impl FnOnce() -> RB + Send,
+) -> (RA, RB) {
+    if rayon::current_num_threads() <= 1 {
+        return (a(), b());
+    }
+    if in_pool() {
+        return rayon::join(a, b);
+    }
+    let a = Mutex::new(Some(a));
+    let b = Mutex::new(Some(b));
+    let ra = Mutex::new(None);
+    let rb = Mutex::new(None);
+    for_each_index(2, |i| {
+        if i == 0 {
+            if let Some(a) = lock(&a).take() {
+                *lock(&ra) = Some(a());
+            }
+        } else if let Some(b) = lock(&b).take() {
+            *lock(&rb) = Some(b());
+        }
+    });
+    let ra = lock(&ra).take();
+    let rb = lock(&rb).take();
+    // Both calls ran (a panic in either was raised again by `for_each_index`).
+    match (ra, rb) {
+        (Some(ra), Some(rb)) => (ra, rb),
+        _ => unreachable!("both halves of a join ran"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_index_runs_once_from_outside_and_inside_the_pool() {
+        let check = || {
+            for tasks in [0, 1, 2, 3, 7, 64, 1000] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                for_each_index(tasks, |i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "{tasks}"
+                );
+            }
+        };
+        check();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(check);
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_slice_with_their_offsets() {
+        for (len, size) in [(0, 4), (1, 4), (10, 3), (4096, 100), (7, 7)] {
+            let mut v = vec![0usize; len];
+            for_each_chunk(&mut v, size, |i, c| {
+                assert!(c.len() <= size);
+                for (j, x) in c.iter_mut().enumerate() {
+                    *x = i * size + j + 1;
+                }
+            });
+            assert_eq!(v, (1..=len).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn errors_and_panics_come_back_to_the_caller() {
+        let mut v = vec![0u8; 1000];
+        let r = try_for_each_chunk(&mut v, 10, |i, _| if i == 37 { Err(i) } else { Ok(()) });
+        assert_eq!(r, Err(37));
+        let caught = panic::catch_unwind(|| {
+            for_each_index(50, |i| {
+                if i == 11 {
+                    panic!("task eleven");
+                }
+            })
+        });
+        let payload = caught.expect_err("the panic is raised again");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"task eleven"));
+    }
+
+    #[test]
+    fn map_and_join_return_results_in_order() {
+        assert_eq!(
+            map(100, |i| i * i),
+            (0..100).map(|i| i * i).collect::<Vec<_>>()
+        );
+        assert_eq!(join(|| 1, || "two"), (1, "two"));
+        let (a, (b, c)) = join(|| 1, || join(|| 2, || 3));
+        assert_eq!((a, b, c), (1, 2, 3));
+    }
+}
