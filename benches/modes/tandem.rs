@@ -225,6 +225,13 @@ impl GraphStep {
             .expect("graph profile")
     }
 
+    /// `Callable::profile` of `runs` forward passes (inference) on `x`.
+    pub fn profile_infer(&self, x: &Tensor, runs: usize) -> tandem_graph::Profile {
+        self.infer
+            .profile(std::slice::from_ref(x), runs)
+            .expect("graph profile")
+    }
+
     /// The logits of `x`.
     pub fn infer(&self, x: &Tensor) -> Tensor {
         let mut out = self
