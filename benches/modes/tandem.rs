@@ -225,7 +225,9 @@ impl GraphStep {
             .expect("graph profile")
     }
 
-    /// `Callable::profile` of `runs` forward passes (inference) on `x`.
+    /// Where the time of `runs` forward passes (inference) on `x` goes (used by
+    /// `examples/profile_step.rs`, not by the benchmarks).
+    #[allow(dead_code)]
     pub fn profile_infer(&self, x: &Tensor, runs: usize) -> tandem_graph::Profile {
         self.infer
             .profile(std::slice::from_ref(x), runs)

@@ -21,7 +21,7 @@
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rayon::prelude::*;
 
@@ -46,6 +46,10 @@ struct Team {
     done: AtomicUsize,
     body: Body,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Signalled by the helper that finishes the last task, for a caller that stopped spinning.
+    finished: Condvar,
+    /// The mutex of `finished` (it guards nothing: `done` is the state).
+    gate: Mutex<()>,
 }
 
 // SAFETY: `body` points to a `Sync` closure, called through a shared reference only (see the
@@ -68,10 +72,19 @@ impl Team {
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| body(i))) {
                 lock(&self.panic).get_or_insert(payload);
             }
-            self.done.fetch_add(1, Ordering::Release);
+            if self.done.fetch_add(1, Ordering::Release) + 1 == self.tasks {
+                // Taking the gate orders this after a waiting caller's last look at `done`.
+                let _gate = lock(&self.gate);
+                self.finished.notify_all();
+            }
         }
     }
 }
+
+/// Busy-wait rounds (`spin_loop`) before a waiting caller starts yielding its core.
+const SPIN_ROUNDS: u32 = 1 << 12;
+/// `yield_now` rounds before it sleeps until the last task is done.
+const YIELD_ROUNDS: u32 = 64;
 
 /// Runs `body(i)` for every `i` in `0..tasks`, in parallel on the rayon pool; returns once all
 /// calls returned. A panic in any call is raised again here, after every call has finished.
@@ -95,20 +108,31 @@ pub fn for_each_index(tasks: usize, body: impl Fn(usize) + Sync) {
         done: AtomicUsize::new(0),
         body: erased,
         panic: Mutex::new(None),
+        finished: Condvar::new(),
+        gate: Mutex::new(()),
     });
     for _ in 0..(threads - 1).min(tasks - 1) {
         let helper = Arc::clone(&team);
         rayon::spawn(move || helper.work());
     }
     team.work();
-    let mut spins = 0u32;
+    // Tasks still running in helpers: spin (they are usually about as long as the caller's
+    // own), then yield, then sleep until the last one signals, so that a long wait on a busy
+    // machine (or many callers at once) does not hold a core.
+    let mut rounds = 0u32;
     while team.done.load(Ordering::Acquire) < tasks {
-        if spins < 1 << 12 {
+        if rounds < SPIN_ROUNDS {
             std::hint::spin_loop();
-            spins += 1;
-        } else {
+        } else if rounds < SPIN_ROUNDS + YIELD_ROUNDS {
             std::thread::yield_now();
+        } else {
+            let mut gate = lock(&team.gate);
+            while team.done.load(Ordering::Acquire) < tasks {
+                gate = team.finished.wait(gate).unwrap_or_else(|e| e.into_inner());
+            }
+            break;
         }
+        rounds += 1;
     }
     let payload = lock(&team.panic).take();
     if let Some(payload) = payload {
@@ -276,6 +300,29 @@ mod tests {
                 .unwrap();
             pool.install(check);
         }
+    }
+
+    #[test]
+    fn the_caller_waits_for_a_long_task_in_a_helper() {
+        if rayon::current_num_threads() < 2 {
+            return;
+        }
+        // Task 0 (the caller's, claimed first) waits until a helper has started task 1, which
+        // then runs long enough for the caller to stop spinning and sleep.
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let finished = AtomicUsize::new(0);
+        for_each_index(2, |i| {
+            if i == 1 {
+                started.store(true, Ordering::Release);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            } else {
+                while !started.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+            }
+            finished.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(finished.load(Ordering::Relaxed), 2);
     }
 
     #[test]
