@@ -266,6 +266,21 @@ fn apply_un<T: Lane>(f: FusedUnary, src: &[T], dst: &mut [T]) {
     }
 }
 
+/// Expands `$then!($($pre,)* g)` once per binary op, `g` being that op as a closure (a
+/// constant op per arm, so that each arm's loop is compiled, and vectorized, for its op).
+macro_rules! by_binary {
+    ($f:expr, $then:ident $(, $pre:expr)*) => {
+        match $f {
+            FusedBinary::Add => $then!($($pre,)* |x, y| T::bin(FusedBinary::Add, x, y)),
+            FusedBinary::Sub => $then!($($pre,)* |x, y| T::bin(FusedBinary::Sub, x, y)),
+            FusedBinary::Mul => $then!($($pre,)* |x, y| T::bin(FusedBinary::Mul, x, y)),
+            FusedBinary::Div => $then!($($pre,)* |x, y| T::bin(FusedBinary::Div, x, y)),
+            FusedBinary::Maximum => $then!($($pre,)* |x, y| T::bin(FusedBinary::Maximum, x, y)),
+            FusedBinary::Minimum => $then!($($pre,)* |x, y| T::bin(FusedBinary::Minimum, x, y)),
+        }
+    };
+}
+
 #[inline(always)]
 fn apply_bin<T: Lane>(f: FusedBinary, a: &[T], b: &[T], dst: &mut [T]) {
     macro_rules! each {
@@ -275,14 +290,7 @@ fn apply_bin<T: Lane>(f: FusedBinary, a: &[T], b: &[T], dst: &mut [T]) {
             }
         };
     }
-    match f {
-        FusedBinary::Add => each!(|x, y| T::bin(FusedBinary::Add, x, y)),
-        FusedBinary::Sub => each!(|x, y| T::bin(FusedBinary::Sub, x, y)),
-        FusedBinary::Mul => each!(|x, y| T::bin(FusedBinary::Mul, x, y)),
-        FusedBinary::Div => each!(|x, y| T::bin(FusedBinary::Div, x, y)),
-        FusedBinary::Maximum => each!(|x, y| T::bin(FusedBinary::Maximum, x, y)),
-        FusedBinary::Minimum => each!(|x, y| T::bin(FusedBinary::Minimum, x, y)),
-    }
+    by_binary!(f, each);
 }
 
 #[inline(always)]
@@ -300,14 +308,7 @@ fn apply_scalar<T: Lane>(f: FusedBinary, src: &[T], v: T, left: bool, dst: &mut 
             }
         };
     }
-    match f {
-        FusedBinary::Add => each!(|x, y| T::bin(FusedBinary::Add, x, y)),
-        FusedBinary::Sub => each!(|x, y| T::bin(FusedBinary::Sub, x, y)),
-        FusedBinary::Mul => each!(|x, y| T::bin(FusedBinary::Mul, x, y)),
-        FusedBinary::Div => each!(|x, y| T::bin(FusedBinary::Div, x, y)),
-        FusedBinary::Maximum => each!(|x, y| T::bin(FusedBinary::Maximum, x, y)),
-        FusedBinary::Minimum => each!(|x, y| T::bin(FusedBinary::Minimum, x, y)),
-    }
+    by_binary!(f, each);
 }
 
 /// `dst = f2(f1(a, b), o)` (or `f2(o, f1(a, b))` when `!left`) in one pass: two binary
@@ -345,24 +346,10 @@ fn apply_pair<T: Lane>(
     }
     macro_rules! second {
         ($g1:expr) => {
-            match f2 {
-                FusedBinary::Add => each!($g1, |x, y| T::bin(FusedBinary::Add, x, y)),
-                FusedBinary::Sub => each!($g1, |x, y| T::bin(FusedBinary::Sub, x, y)),
-                FusedBinary::Mul => each!($g1, |x, y| T::bin(FusedBinary::Mul, x, y)),
-                FusedBinary::Div => each!($g1, |x, y| T::bin(FusedBinary::Div, x, y)),
-                FusedBinary::Maximum => each!($g1, |x, y| T::bin(FusedBinary::Maximum, x, y)),
-                FusedBinary::Minimum => each!($g1, |x, y| T::bin(FusedBinary::Minimum, x, y)),
-            }
+            by_binary!(f2, each, $g1)
         };
     }
-    match f1 {
-        FusedBinary::Add => second!(|x, y| T::bin(FusedBinary::Add, x, y)),
-        FusedBinary::Sub => second!(|x, y| T::bin(FusedBinary::Sub, x, y)),
-        FusedBinary::Mul => second!(|x, y| T::bin(FusedBinary::Mul, x, y)),
-        FusedBinary::Div => second!(|x, y| T::bin(FusedBinary::Div, x, y)),
-        FusedBinary::Maximum => second!(|x, y| T::bin(FusedBinary::Maximum, x, y)),
-        FusedBinary::Minimum => second!(|x, y| T::bin(FusedBinary::Minimum, x, y)),
-    }
+    by_binary!(f1, second);
 }
 
 /// One step of a fused program's evaluation: an instruction, or two binary instructions run
