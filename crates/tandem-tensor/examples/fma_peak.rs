@@ -2,8 +2,14 @@
 //! (AVX2) fused multiply-adds, no memory traffic, on one thread and then on every core at once.
 //! The matrix-product figures of `docs/benchmarks.md` are read against this number.
 //!
+//! Then the cache read bandwidth for a buffer the size of the MLP's first weight matrix
+//! (784 x 128 `f32`, 401,408 bytes: what a batch-1 forward pass, W6, must read every time):
+//! the time of one pass summing it on one thread, and on two threads each summing its own
+//! half, started together and waited for by spinning. The W6 figures are read against it.
+//!
 //! `cargo run --release -p tandem-tensor --example fma_peak`
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Chains of FMAs per iteration (enough independent work to hide the FMA latency).
@@ -68,6 +74,87 @@ fn one_thread(iters: usize) -> (f64, usize) {
     ((iters * CHAINS * lanes * 2) as f64 / secs / 1e9, lanes)
 }
 
+/// Sums `x` with four vector accumulators (the loop vectorizes for the CPU's widest vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum512(x: &[f32]) -> f32 {
+    sum_lanes(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum256(x: &[f32]) -> f32 {
+    sum_lanes(x)
+}
+
+#[inline(always)]
+fn sum_lanes(x: &[f32]) -> f32 {
+    // Four separate arrays (one array of four is kept in memory, not in registers).
+    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
+    for c in x.chunks_exact(64) {
+        for l in 0..16 {
+            a0[l] += c[l];
+            a1[l] += c[16 + l];
+            a2[l] += c[32 + l];
+            a3[l] += c[48 + l];
+        }
+    }
+    (0..16).map(|l| a0[l] + a1[l] + a2[l] + a3[l]).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sum(x: &[f32]) -> f32 {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { sum512(x) }
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { sum256(x) }
+    } else {
+        sum_lanes(x)
+    }
+}
+
+/// Microseconds per pass over `data`: on the calling thread alone, then split in two halves
+/// between the calling thread and a second one, in lockstep.
+#[cfg(target_arch = "x86_64")]
+fn read_passes(data: &[f32], passes: usize) -> (f64, f64) {
+    for _ in 0..passes / 10 {
+        std::hint::black_box(sum(std::hint::black_box(data)));
+    }
+    let start = Instant::now();
+    for _ in 0..passes {
+        std::hint::black_box(sum(std::hint::black_box(data)));
+    }
+    let one = start.elapsed().as_secs_f64() * 1e6 / passes as f64;
+    let (lo, hi) = data.split_at(data.len() / 2);
+    let (go, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let two = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=passes + passes / 10 {
+                while go.load(Ordering::Acquire) < i {
+                    std::hint::spin_loop();
+                }
+                std::hint::black_box(sum(hi));
+                done.store(i, Ordering::Release);
+            }
+        });
+        let mut start = Instant::now();
+        for i in 1..=passes + passes / 10 {
+            if i == passes / 10 + 1 {
+                start = Instant::now();
+            }
+            go.store(i, Ordering::Release);
+            std::hint::black_box(sum(std::hint::black_box(lo)));
+            while done.load(Ordering::Acquire) < i {
+                std::hint::spin_loop();
+            }
+        }
+        start.elapsed().as_secs_f64() * 1e6 / passes as f64
+    });
+    (one, two)
+}
+
 #[cfg(target_arch = "x86_64")]
 fn main() {
     let iters = 40_000_000;
@@ -96,6 +183,16 @@ fn main() {
             .map(|g| format!("{g:.1}"))
             .collect::<Vec<_>>()
             .join(" + ")
+    );
+    let weight: Vec<f32> = (0..784 * 128).map(|i| (i % 7) as f32).collect();
+    let bytes = weight.len() * 4;
+    let (one, two) = read_passes(&weight, 200_000);
+    let gbs = |us: f64| bytes as f64 / us / 1e3;
+    println!("reading {bytes} bytes (784 x 128 f32) again and again:");
+    println!("one thread: {one:.2} us per pass ({:.1} GB/s)", gbs(one));
+    println!(
+        "two threads, a half each: {two:.2} us per pass ({:.1} GB/s)",
+        gbs(two)
     );
 }
 
