@@ -74,19 +74,17 @@ fn one_thread(iters: usize) -> (f64, usize) {
     ((iters * CHAINS * lanes * 2) as f64 / secs / 1e9, lanes)
 }
 
-/// Sums `x` with four vector accumulators (the loop vectorizes for the CPU's widest vectors).
+/// Sums `x` with four vector accumulators, compiled for the CPU's widest vectors by the
+/// kernels' own run-time dispatch.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sum512(x: &[f32]) -> f32 {
-    sum_lanes(x)
+fn sum(x: &[f32]) -> f32 {
+    tandem_tensor::cpu::simd::dispatch(
+        #[inline(always)]
+        || sum_lanes(x),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum256(x: &[f32]) -> f32 {
-    sum_lanes(x)
-}
-
 #[inline(always)]
 fn sum_lanes(x: &[f32]) -> f32 {
     // Four separate arrays (one array of four is kept in memory, not in registers).
@@ -100,19 +98,6 @@ fn sum_lanes(x: &[f32]) -> f32 {
         }
     }
     (0..16).map(|l| a0[l] + a1[l] + a2[l] + a3[l]).sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-fn sum(x: &[f32]) -> f32 {
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { sum512(x) }
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above).
-        unsafe { sum256(x) }
-    } else {
-        sum_lanes(x)
-    }
 }
 
 /// Microseconds per pass over `data`: on the calling thread alone, then split in two halves
