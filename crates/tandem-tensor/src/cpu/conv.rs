@@ -10,10 +10,12 @@
 //! Work is spread over the samples of the batch (one column buffer per task, single-threaded
 //! `gemm` inside); a batch of one runs `gemm` with its own threads instead.
 
+use super::conv_direct;
 use super::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
 use super::par;
 use super::simd::dispatch;
 use crate::{Conv2dParams, Error, Result};
+use std::any::TypeId;
 
 /// The checked geometry of a convolution: NCHW input, `[O, C/groups, kh, kw]` weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +168,7 @@ impl ConvGeom {
         (self.h + 2 * ph, self.w + 2 * pw)
     }
     /// Multiply-adds of the whole convolution.
-    fn work(&self) -> usize {
+    pub(crate) fn work(&self) -> usize {
         self.n * self.out_sample() * self.kg()
     }
 
@@ -430,8 +432,23 @@ fn weight_of_group<'a, T>(weight: &'a [T], g: &ConvGeom, grp: usize) -> Result<M
     MatRef::new(weight, grp * g.og() * g.kg(), [g.og(), g.kg()], [g.kg(), 1])
 }
 
+/// `v` as `f32` elements when `T` is `f32`.
+fn as_f32<T: GemmScalar>(v: &[T]) -> Option<&[f32]> {
+    // SAFETY: `T` is `f32` (same type, so same size, alignment and validity).
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+}
+
+/// `v` as `f32` elements when `T` is `f32`.
+fn as_f32_mut<T: GemmScalar>(v: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the borrow of `v` moves into the result.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+}
+
 /// Forward convolution of contiguous NCHW `x` with contiguous `weight`, plus `bias` `[O]`:
-/// returns the contiguous `[N, O, oh, ow]` output.
+/// returns the contiguous `[N, O, oh, ow]` output. Stride-1 `f32` convolutions run on the
+/// direct kernels of [`super::conv_direct`] where those apply, the rest on im2col + `gemm`.
 pub fn conv2d<T: GemmScalar>(
     x: &[T],
     weight: &[T],
@@ -443,6 +460,26 @@ pub fn conv2d<T: GemmScalar>(
     if let Some(b) = bias {
         g.check_len("bias", b.len(), g.o)?;
     }
+    if let (Some(x32), Some(w32)) = (as_f32(x), as_f32(weight)) {
+        if conv_direct::worthwhile(g, false) {
+            let mut out = vec![T::ZERO; g.n * g.out_sample()];
+            let b32 = bias.and_then(as_f32);
+            if let Some(o32) = as_f32_mut(&mut out) {
+                conv_direct::forward(x32, w32, b32, g, o32)?;
+                return Ok(out);
+            }
+        }
+    }
+    im2col_conv2d(x, weight, bias, g)
+}
+
+/// [`conv2d`] by im2col + `gemm` (any stride, element type and CPU).
+pub(crate) fn im2col_conv2d<T: GemmScalar>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
     let (og, out_sample) = (g.og(), g.out_sample());
     let mut out = vec![T::ZERO; g.n * out_sample];
@@ -522,6 +559,24 @@ pub fn conv2d_input_grad<T: GemmScalar>(
 ) -> Result<Vec<T>> {
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
     g.check_len("weight", weight.len(), g.o * g.kg())?;
+    if let (Some(go32), Some(w32)) = (as_f32(grad_out), as_f32(weight)) {
+        if conv_direct::worthwhile(g, true) {
+            let mut dx = vec![T::ZERO; g.n * g.in_sample()];
+            if let Some(dx32) = as_f32_mut(&mut dx) {
+                conv_direct::input_grad(go32, w32, g, dx32)?;
+                return Ok(dx);
+            }
+        }
+    }
+    im2col_input_grad(grad_out, weight, g)
+}
+
+/// [`conv2d_input_grad`] by `gemm` + col2im.
+pub(crate) fn im2col_input_grad<T: GemmScalar>(
+    grad_out: &[T],
+    weight: &[T],
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
     let (og, out_sample, in_sample) = (g.og(), g.out_sample(), g.in_sample());
     let mut dx = vec![T::ZERO; g.n * in_sample];
@@ -583,6 +638,24 @@ pub fn conv2d_input_grad<T: GemmScalar>(
 pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) -> Result<Vec<T>> {
     g.check_len("input", x.len(), g.n * g.in_sample())?;
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
+    if let (Some(x32), Some(go32)) = (as_f32(x), as_f32(grad_out)) {
+        if conv_direct::worthwhile(g, false) {
+            let mut dw = vec![T::ZERO; g.o * g.kg()];
+            if let Some(dw32) = as_f32_mut(&mut dw) {
+                conv_direct::weight_grad(x32, go32, g, dw32)?;
+                return Ok(dw);
+            }
+        }
+    }
+    im2col_weight_grad(x, grad_out, g)
+}
+
+/// [`conv2d_weight_grad`] by im2col + `gemm`.
+pub(crate) fn im2col_weight_grad<T: GemmScalar>(
+    x: &[T],
+    grad_out: &[T],
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
     let (p, kg, cg_len, o) = (g.p(), g.kg(), g.cg() * g.h * g.w, g.o);
     let w_len = o * kg;
     // Samples `range` accumulated into `dw_t`, the gradient stored transposed as

@@ -5,6 +5,8 @@ pub mod alloc;
 pub mod arg_reduce;
 pub mod binary;
 pub mod conv;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod conv_direct;
 pub mod copy;
 pub mod index;
 pub mod math;
