@@ -47,6 +47,11 @@ pub(crate) fn worthwhile(g: &ConvGeom, input_grad: bool) -> bool {
     if !available() || g.params.stride != [1, 1] || g.kh * g.kw == 1 {
         return false;
     }
+    // Empty planes (an input of height or width 0 that padding turns into outputs) have
+    // nothing to tile; the general path handles them.
+    if g.h * g.w * g.oh * g.ow == 0 {
+        return false;
+    }
     let plan = Plan::forward(g);
     if plan.slots.len() * L > 2 * g.oh * g.ow {
         return false;
@@ -796,5 +801,10 @@ mod tests {
             &geom([1, 3, 1, 1], [4, 3, 3, 3], p([1, 1], [1, 1])),
             false
         ));
+        // A zero-height input that padding gives two output rows.
+        let empty = geom([1, 3, 0, 8], [4, 3, 3, 3], p([1, 1], [2, 2]));
+        assert!(!worthwhile(&empty, false) && !worthwhile(&empty, true));
+        let dx = super::super::conv::conv2d_input_grad(&[0.5f32; 80], &[1.0; 108], &empty);
+        assert!(dx.is_ok_and(|dx| dx.is_empty()));
     }
 }
