@@ -324,6 +324,18 @@ pub(crate) fn input_grad(
     )
 }
 
+/// Tasks for a loop over `n` samples doing `work` multiply-adds: one below 2^16 (or with one
+/// thread), else several per pool thread: they are claimed one by one, so a helper thread
+/// that wakes late takes fewer of them instead of holding up the whole op.
+fn sample_tasks(n: usize, work: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if n >= 2 && threads > 1 && work >= 1 << 16 {
+        (threads * TASKS_PER_THREAD).min(n)
+    } else {
+        1
+    }
+}
+
 /// Runs the forward kernel of `plan` over `n` samples (`input(s)` is sample `s`), in
 /// parallel over the samples when there is enough work.
 fn run_forward<'a>(
@@ -355,15 +367,7 @@ fn run_forward<'a>(
                 .copy_from_slice(&b[grp * plan.cout..(grp + 1) * plan.cout]);
         }
     }
-    let work = n * out_sample * plan.taps();
-    let threads = rayon::current_num_threads();
-    let tasks = if n >= 2 && threads > 1 && work >= 1 << 16 {
-        // Several tasks per thread: they are claimed one by one, so a helper thread that
-        // wakes late takes fewer of them instead of holding up the whole op.
-        (threads * TASKS_PER_THREAD).min(n)
-    } else {
-        1
-    };
+    let tasks = sample_tasks(n, n * out_sample * plan.taps());
     let per_task = n.div_ceil(tasks);
     par::for_each_chunk(out, per_task * out_sample, |t, chunk| {
         let mut img = vec![0.0f32; plan.img_len];
@@ -568,12 +572,7 @@ pub(crate) fn weight_grad(
     let go_all = plan.groups * plan.cout_wgrad() * plan.np;
     let per_sample = img_all + go_all;
     let chunk = (WGRAD_CHUNK_BYTES / (4 * per_sample)).clamp(1, g.n.max(1));
-    let threads = rayon::current_num_threads();
-    let tasks = if g.n >= 2 && threads > 1 && g.work() >= 1 << 16 {
-        (threads * TASKS_PER_THREAD).min(g.n)
-    } else {
-        1
-    };
+    let tasks = sample_tasks(g.n, g.work());
     let per_task = g.n.div_ceil(tasks).max(1);
     let mut partials = vec![0.0f32; tasks * w_len];
     if w_len == 0 {
