@@ -446,6 +446,17 @@ fn as_f32_mut<T: GemmScalar>(v: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
 }
 
+/// Runs the direct kernel `f` into a new zeroed output of `len` elements, when `T` is `f32`
+/// (`None` otherwise).
+fn direct_into<T: GemmScalar>(
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Option<Result<Vec<T>>> {
+    let mut out = vec![T::ZERO; len];
+    let o32 = as_f32_mut(&mut out)?;
+    Some(f(o32).map(|()| out))
+}
+
 /// Forward convolution of contiguous NCHW `x` with contiguous `weight`, plus `bias` `[O]`:
 /// returns the contiguous `[N, O, oh, ow]` output. Stride-1 `f32` convolutions run on the
 /// direct kernels of [`super::conv_direct`] where those apply, the rest on im2col + `gemm`.
@@ -462,11 +473,10 @@ pub fn conv2d<T: GemmScalar>(
     }
     if let (Some(x32), Some(w32)) = (as_f32(x), as_f32(weight)) {
         if conv_direct::worthwhile(g, false) {
-            let mut out = vec![T::ZERO; g.n * g.out_sample()];
             let b32 = bias.and_then(as_f32);
-            if let Some(o32) = as_f32_mut(&mut out) {
-                conv_direct::forward(x32, w32, b32, g, o32)?;
-                return Ok(out);
+            let run = |o: &mut [f32]| conv_direct::forward(x32, w32, b32, g, o);
+            if let Some(out) = direct_into(g.n * g.out_sample(), run) {
+                return out;
             }
         }
     }
@@ -561,10 +571,9 @@ pub fn conv2d_input_grad<T: GemmScalar>(
     g.check_len("weight", weight.len(), g.o * g.kg())?;
     if let (Some(go32), Some(w32)) = (as_f32(grad_out), as_f32(weight)) {
         if conv_direct::worthwhile(g, true) {
-            let mut dx = vec![T::ZERO; g.n * g.in_sample()];
-            if let Some(dx32) = as_f32_mut(&mut dx) {
-                conv_direct::input_grad(go32, w32, g, dx32)?;
-                return Ok(dx);
+            let run = |dx: &mut [f32]| conv_direct::input_grad(go32, w32, g, dx);
+            if let Some(dx) = direct_into(g.n * g.in_sample(), run) {
+                return dx;
             }
         }
     }
@@ -640,10 +649,9 @@ pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) 
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
     if let (Some(x32), Some(go32)) = (as_f32(x), as_f32(grad_out)) {
         if conv_direct::worthwhile(g, false) {
-            let mut dw = vec![T::ZERO; g.o * g.kg()];
-            if let Some(dw32) = as_f32_mut(&mut dw) {
-                conv_direct::weight_grad(x32, go32, g, dw32)?;
-                return Ok(dw);
+            let run = |dw: &mut [f32]| conv_direct::weight_grad(x32, go32, g, dw);
+            if let Some(dw) = direct_into(g.o * g.kg(), run) {
+                return dw;
             }
         }
     }
