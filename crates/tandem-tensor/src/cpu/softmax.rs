@@ -6,7 +6,12 @@
 //! The data is contiguous and viewed as `[outer, n, inner]` with the softmax axis of size `n`.
 //! When `inner == 1` (the last axis) rows are reduced with many accumulators; otherwise the
 //! kernel walks the `n` rows of each `[n, inner]` block, keeping `inner`-wide running
-//! maxima and sums, so that every loop runs over contiguous memory.
+//! maxima and sums, so that every loop runs over contiguous memory. Rows shorter than
+//! [`LANES`] along the last axis (the ten class scores of a classifier) would leave the vector
+//! lanes idle and run every `exp` on its own, so they are taken [`ROW_GROUP`] at a time and
+//! transposed into a `[n, ROW_GROUP]` block, which the block kernels reduce with the lanes
+//! running across rows. The sums run in the same order either way, so the results are the same
+//! bits.
 
 use super::reduce::Acc;
 use super::strided::output_vec;
@@ -17,6 +22,20 @@ use crate::{Error, Result};
 
 /// Accumulators per row reduction.
 const LANES: usize = 32;
+
+/// Rows shorter than [`LANES`] are reduced this many at a time, transposed (see the module
+/// documentation).
+const ROW_GROUP: usize = 64;
+
+/// Copies the row-major `[rows, cols]` matrix `src` into `dst` as `[cols, rows]`.
+#[inline(always)]
+fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
 
 /// Float types the softmax kernels run in (`f32` with the fast `exp`/`ln`, `f64`).
 pub(crate) trait SoftmaxFloat:
@@ -191,6 +210,26 @@ fn softmax_block<F: SoftmaxFloat>(
     }
 }
 
+/// Softmax (or log-softmax) of rows of `n < LANES` elements, [`ROW_GROUP`] rows at a time
+/// through a transposed block.
+fn short_rows<F: SoftmaxFloat>(x: &[F], out: &mut [F], n: usize, log: bool) {
+    let mut buf = vec![<F as Acc>::ZERO; 2 * n * ROW_GROUP];
+    let mut scratch = [<F as Acc>::ZERO; 2 * ROW_GROUP];
+    dispatch(
+        #[inline(always)]
+        || {
+            let (tin, tout) = buf.split_at_mut(n * ROW_GROUP);
+            for (o, x) in out.chunks_mut(n * ROW_GROUP).zip(x.chunks(n * ROW_GROUP)) {
+                let g = o.len() / n;
+                let (tin, tout) = (&mut tin[..n * g], &mut tout[..n * g]);
+                transpose(x, g, n, tin);
+                softmax_block(tin, tout, g, log, &mut scratch[..2 * g]);
+                transpose(tout, n, g, o);
+            }
+        },
+    )
+}
+
 /// Number of `[n, inner]` blocks per parallel task.
 fn blocks_per_task(outer: usize, total: usize) -> usize {
     outer.div_ceil(parallel_chunks(total).min(outer).max(1))
@@ -213,6 +252,9 @@ pub(crate) fn softmax<F: SoftmaxFloat>(
     let per = blocks_per_task(outer, x.len()) * block;
     for_each_chunk(&mut out, per, |i, o| {
         let x = &x[i * per..i * per + o.len()];
+        if inner == 1 && n < LANES {
+            return short_rows(x, o, n, log);
+        }
         let mut scratch = vec![<F as Acc>::ZERO; if inner > 1 { 2 * inner } else { 0 }];
         dispatch(
             #[inline(always)]
@@ -272,6 +314,9 @@ pub(crate) fn cross_entropy<F: SoftmaxFloat>(
     for_each_chunk(&mut out, per * s, |i, out| {
         let x = &x[i * per * block..][..out.len() / s * block];
         let target = &target[i * per * s..][..out.len()];
+        if s == 1 && c < LANES {
+            return ce_short_rows(x, target, out, c, ignore_index, cf, eps);
+        }
         let mut scratch = vec![<F as Acc>::ZERO; if s > 1 { 3 * s } else { 0 }];
         dispatch(
             #[inline(always)]
@@ -296,6 +341,36 @@ pub(crate) fn cross_entropy<F: SoftmaxFloat>(
         )
     });
     Ok(out)
+}
+
+/// Cross-entropy of rows of `c < LANES` logits (one target each), [`ROW_GROUP`] rows at a
+/// time through a transposed block.
+fn ce_short_rows<F: SoftmaxFloat>(
+    x: &[F],
+    target: &[i64],
+    out: &mut [F],
+    c: usize,
+    ignore_index: i64,
+    cf: F,
+    eps: F,
+) {
+    let mut buf = vec![<F as Acc>::ZERO; c * ROW_GROUP];
+    let mut scratch = [<F as Acc>::ZERO; 3 * ROW_GROUP];
+    dispatch(
+        #[inline(always)]
+        || {
+            for ((o, x), t) in out
+                .chunks_mut(ROW_GROUP)
+                .zip(x.chunks(c * ROW_GROUP))
+                .zip(target.chunks(ROW_GROUP))
+            {
+                let g = o.len();
+                let block = &mut buf[..c * g];
+                transpose(x, g, c, block);
+                ce_block(block, t, o, g, ignore_index, cf, eps, &mut scratch[..3 * g]);
+            }
+        },
+    )
 }
 
 /// Cross-entropy of one `[c, s]` block of logits against `s` targets.
@@ -428,6 +503,64 @@ mod tests {
                     -(1.0 - eps) * at(t as usize) - eps / c as f64 * (0..c).map(at).sum::<f64>()
                 };
                 prop_assert!((g - want).abs() <= 1e-12 * want.abs().max(1.0), "{} vs {}", g, want);
+            }
+        }
+    }
+
+    /// Rows shorter than the lanes go through transposed groups of `ROW_GROUP` rows: 150 rows
+    /// are two full groups and a partial one, and every row must come out as it does alone.
+    #[test]
+    fn short_rows_in_groups_match_single_rows() {
+        let (rows, c) = (150, 10);
+        let t = make(&[rows, c], View::Contiguous, DType::F32, 7, -30.0, 30.0);
+        let x = t.to_vec::<f32>().unwrap();
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|i| if i % 7 == 3 { -100 } else { i % c as i64 })
+            .collect();
+        let target = Tensor::from_vec(targets.clone(), &[rows]).unwrap();
+        for log in [false, true] {
+            let all = if log { t.log_softmax(1) } else { t.softmax(1) }.unwrap();
+            let all = all.to_vec::<f32>().unwrap();
+            let want = reference(&t, 1, log);
+            for r in 0..rows {
+                let row = t32(x[r * c..(r + 1) * c].to_vec(), &[1, c]);
+                let one = if log {
+                    row.log_softmax(1)
+                } else {
+                    row.softmax(1)
+                }
+                .unwrap();
+                assert_eq!(
+                    one.to_vec::<f32>().unwrap(),
+                    &all[r * c..(r + 1) * c],
+                    "row {r}"
+                );
+            }
+            for (g, w) in all.iter().zip(&want) {
+                assert!(
+                    (*g as f64 - w).abs() <= 2e-6 * w.abs().max(1.0),
+                    "{g} vs {w}"
+                );
+            }
+        }
+        for eps in [0.0, 0.1] {
+            let got = t
+                .cross_entropy(&target, -100, eps)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let logp = reference(&t, 1, true);
+            for (r, (&g, &tr)) in got.iter().zip(&targets).enumerate() {
+                let want = if tr == -100 {
+                    0.0
+                } else {
+                    let at = |k: usize| logp[r * c + k];
+                    -(1.0 - eps) * at(tr as usize) - eps / c as f64 * (0..c).map(at).sum::<f64>()
+                };
+                assert!(
+                    (g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "row {r}: {g} vs {want}"
+                );
             }
         }
     }
