@@ -55,7 +55,8 @@ impl GemmScalar for f16 {
 pub enum Threads {
     /// One thread when the product is small (below [`SPLIT_WORK`] multiply-adds, or a side
     /// shorter than [`SPLIT_MIN_SIDE`]), otherwise one part of the output per thread of the
-    /// rayon pool.
+    /// rayon pool; vector-shaped products from [`SPLIT_VECTOR_WORK`] multiply-adds in two
+    /// halves.
     Auto,
     /// Always the calling thread only (for callers that already run in parallel).
     Single,
@@ -243,6 +244,9 @@ pub fn gemm<T: GemmScalar>(
     };
     let threads = match threads {
         Threads::Single => 1,
+        Threads::Auto if (m == 1 || n == 1) && work >= SPLIT_VECTOR_WORK => {
+            2.min(rayon::current_num_threads())
+        }
         Threads::Auto if work < SPLIT_WORK || m.min(n).min(k) < SPLIT_MIN_SIDE => 1,
         Threads::Auto => rayon::current_num_threads(),
     };
@@ -264,6 +268,16 @@ pub fn gemm<T: GemmScalar>(
 /// runs), and the batch-64 step (products below 2^23 multiply-adds, where `gemm`'s threading
 /// was slower than one thread) from 424 to 305 us in graph mode when its products were split.
 pub const SPLIT_WORK: usize = 1 << 20;
+
+/// Vector-shaped products (`m == 1` or `n == 1`, e.g. a layer applied to one sample) of at
+/// least this many multiply-adds are cut in two halves of the output under [`Threads::Auto`]:
+/// they are bound by reading the matrix operand, and two cores read it faster than one. The
+/// calling thread runs one half and takes the other too if no helper has started it (see
+/// [`super::par`]), so a busy pool costs little. MLP forward pass at batch 1 (`[1, 784] x
+/// [784, 128]`, reading 401 KB), `cargo run --release --example profile_step -- infer 1
+/// 100000` on a 2-core AVX-512 machine, old and new binaries alternated: that product 7.7-9.1
+/// us on one thread, 6.6-6.9 us in two halves.
+pub const SPLIT_VECTOR_WORK: usize = 1 << 16;
 
 /// Skinny products (a side shorter than this, e.g. the 10 outputs of a classifier layer) are
 /// bound by memory, not arithmetic: they stay on one thread.
@@ -662,8 +676,18 @@ mod tests {
             (40, 200, 150),
             (1024, 784, 128),
             (130, 1024, 333),
+            (1, 784, 128),
+            (300, 400, 1),
         ] {
-            assert!(m * n * k >= SPLIT_WORK);
+            let vector = m == 1 || n == 1;
+            assert!(
+                m * n * k
+                    >= if vector {
+                        SPLIT_VECTOR_WORK
+                    } else {
+                        SPLIT_WORK
+                    }
+            );
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                 .collect();
@@ -679,12 +703,18 @@ mod tests {
                 d
             };
             let single = run(Threads::Single);
-            for pool in [2, 3, 5] {
-                let split = rayon::ThreadPoolBuilder::new()
-                    .num_threads(pool)
-                    .build()
-                    .unwrap()
-                    .install(|| run(Threads::Auto));
+            // On pools of their own (the products run inside the pool) and from this thread
+            // on the global pool (the caller takes part).
+            for pool in [2, 3, 5, 0] {
+                let split = if pool == 0 {
+                    run(Threads::Auto)
+                } else {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(pool)
+                        .build()
+                        .unwrap()
+                        .install(|| run(Threads::Auto))
+                };
                 let close = split
                     .iter()
                     .zip(&single)
