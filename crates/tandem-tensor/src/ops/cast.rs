@@ -1,15 +1,31 @@
 //! Dtype conversion.
 
+use crate::cpu::par::for_each_chunk;
+use crate::cpu::simd::{dispatch, parallel_chunks};
+use crate::cpu::strided::output_vec;
 use crate::{CpuStorage, DType, Element, Result, Storage, Tensor};
 use half::{bf16, f16};
 
 fn convert<S: Element, D: Element>(src: &[S], layout: &crate::Layout) -> Vec<D> {
     if layout.is_contiguous() {
+        // A contiguous source converts in vector-width loops (compiled for this CPU through
+        // `dispatch`), split over the pool when large: a ReLU's gradient casts its whole mask.
         let o = layout.offset();
-        src[o..o + layout.numel()]
-            .iter()
-            .map(|&x| cast_one::<S, D>(x))
-            .collect()
+        let src = &src[o..o + layout.numel()];
+        let mut out = output_vec::<D>(src.len());
+        let per = src.len().div_ceil(parallel_chunks(src.len())).max(1);
+        for_each_chunk(&mut out, per, |i, dst| {
+            let src = &src[i * per..i * per + dst.len()];
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (d, &x) in dst.iter_mut().zip(src) {
+                        *d = cast_one::<S, D>(x);
+                    }
+                },
+            )
+        });
+        out
     } else {
         layout
             .positions()
@@ -81,5 +97,43 @@ mod tests {
             tt.cast(DType::F32).unwrap().to_vec::<f32>().unwrap(),
             vec![1.0, 3.0, 2.0, 4.0]
         );
+    }
+
+    /// Contiguous sources above the parallel threshold (here a view starting at an offset)
+    /// convert element by element as the scalar rule says, in every chunk.
+    #[test]
+    fn large_contiguous_casts() {
+        let n = 100_003;
+        let v: Vec<f32> = (0..n + 5)
+            .map(|i| match i % 7 {
+                0 => f32::NAN,
+                1 => -3.75,
+                2 => 0.0,
+                3 => 1e20,
+                _ => i as f32 * 0.5,
+            })
+            .collect();
+        let t = Tensor::from_vec(v.clone(), &[n + 5])
+            .unwrap()
+            .narrow(0, 5, n)
+            .unwrap();
+        let src = &v[5..];
+        let ints = t.cast(DType::I64).unwrap().to_vec::<i64>().unwrap();
+        let want: Vec<i64> = src
+            .iter()
+            .map(|&x| if x.is_nan() { 0 } else { x as i64 })
+            .collect();
+        assert_eq!(ints, want);
+        let mask = t.cast(DType::Bool).unwrap();
+        let want: Vec<bool> = src.iter().map(|&x| x != 0.0).collect();
+        assert_eq!(mask.to_vec::<bool>().unwrap(), want);
+        let back = mask.cast(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        let want: Vec<f32> = want.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+        assert_eq!(back, want);
+        let wide = t.cast(DType::F64).unwrap().to_vec::<f64>().unwrap();
+        assert!(wide
+            .iter()
+            .zip(src)
+            .all(|(&w, &x)| w.to_bits() == (x as f64).to_bits() || w.is_nan() && x.is_nan()));
     }
 }
