@@ -1,37 +1,13 @@
 //! Dtype conversion.
 
-use crate::cpu::par::for_each_chunk;
-use crate::cpu::simd::{dispatch, parallel_chunks};
-use crate::cpu::strided::output_vec;
+use crate::cpu::unary::map1;
 use crate::{CpuStorage, DType, Element, Result, Storage, Tensor};
 use half::{bf16, f16};
 
+/// `src` (viewed through `layout`) converted element by element, through the elementwise
+/// map the unary kernels use (vectorized for this CPU, split over the pool when large).
 fn convert<S: Element, D: Element>(src: &[S], layout: &crate::Layout) -> Vec<D> {
-    if layout.is_contiguous() {
-        // A contiguous source converts in vector-width loops (compiled for this CPU through
-        // `dispatch`), split over the pool when large: a ReLU's gradient casts its whole mask.
-        let o = layout.offset();
-        let src = &src[o..o + layout.numel()];
-        let mut out = output_vec::<D>(src.len());
-        let per = src.len().div_ceil(parallel_chunks(src.len())).max(1);
-        for_each_chunk(&mut out, per, |i, dst| {
-            let src = &src[i * per..i * per + dst.len()];
-            dispatch(
-                #[inline(always)]
-                || {
-                    for (d, &x) in dst.iter_mut().zip(src) {
-                        *d = cast_one::<S, D>(x);
-                    }
-                },
-            )
-        });
-        out
-    } else {
-        layout
-            .positions()
-            .map(|p| cast_one::<S, D>(src[p]))
-            .collect()
-    }
+    map1(src, layout, cast_one::<S, D>)
 }
 
 #[inline(always)]
