@@ -116,4 +116,19 @@ impl Emit for Eager {
     fn constant(&self, t: Value) -> Result<Tensor> {
         Ok(Tensor::from_value(t))
     }
+
+    /// One pass ([`tandem_ir::fused::mask_mul`]) when nothing is recorded or observed (a
+    /// plain `backward()`); the three ops otherwise, so a tape or a trace sees them.
+    fn gt_mask_mul(&self, g: &Tensor, x: &Tensor, c: f64) -> Result<Tensor> {
+        let record = is_grad_enabled() && (g.requires_grad() || x.requires_grad());
+        if record || is_anomaly_enabled() || current_observer().is_some() {
+            return tandem_ir::emit::gt_mask_mul_ops(self, g, x, c);
+        }
+        let out = tandem_ir::fused::mask_mul(&g.value_ref(), &x.value_ref(), c, false, None)?;
+        Ok(Tensor::from_value(out))
+    }
+
+    fn is_transposed_view(&self, v: &Tensor) -> bool {
+        tandem_ir::emit::is_transposed_matrix(&v.value_ref())
+    }
 }

@@ -295,3 +295,77 @@ fn methods_cover_views_reductions_and_indexing() {
         vec![2.0, 4.0, 3.0, 4.0, 2.0, 4.0]
     );
 }
+
+#[test]
+fn relu_gradient_in_one_pass_and_on_a_tape() {
+    // A plain backward runs relu's gradient as one pass; with create_graph it is recorded as
+    // comparison, cast and product, so it can be differentiated again.
+    let xs = [1.5, -2.0, 0.0, 3.0, -0.5, 4.0];
+    let ws = [2.0, 3.0, 5.0, 7.0, 11.0, 13.0];
+    let mask = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
+    let want: Vec<f64> = ws.iter().zip(&mask).map(|(w, m)| w * m).collect();
+    for create_graph in [false, true] {
+        let x = leaf(&xs, &[2, 3]);
+        let w = leaf(&ws, &[2, 3]);
+        let y = x.relu().unwrap().mul(&w).unwrap().sum_all().unwrap();
+        let gx = autograd::grad(&[y], &[x.clone(), w.clone()], create_graph)
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        close(&gx.to_vec::<f64>().unwrap(), &want, 0.0);
+        assert_eq!(gx.requires_grad(), create_graph);
+        if create_graph {
+            let gw = autograd::grad(&[gx.sum_all().unwrap()], &[w], false)
+                .unwrap()
+                .remove(0)
+                .unwrap();
+            close(&gw.to_vec::<f64>().unwrap(), &mask, 0.0);
+        }
+    }
+    // A transposed input takes the ops, with the same values.
+    let x = leaf(&xs, &[3, 2]);
+    let y = x.t().unwrap().relu().unwrap().sum_all().unwrap();
+    y.backward().unwrap();
+    let got = x.grad().unwrap().to_vec::<f64>().unwrap();
+    close(&got, &[1.0, 0.0, 0.0, 1.0, 0.0, 1.0], 0.0);
+}
+
+#[test]
+fn weight_used_transposed_gets_a_row_major_gradient() {
+    // y = x @ w.t() (a linear layer, w [out, in]): w's gradient is computed transposed, so it
+    // arrives row-major like w itself instead of as a transposed view.
+    let w = leaf(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let x = t64(
+        &[
+            1.0, 0.5, -1.0, 2.0, 3.0, 0.25, -2.0, 1.0, 4.0, 0.0, 1.0, 1.0,
+        ],
+        &[4, 3],
+    );
+    let o = t64(&[1.0, -1.0, 2.0, 0.5, 3.0, 1.0, -2.0, 1.0], &[4, 2]);
+    let y = x
+        .matmul(&w.t().unwrap())
+        .unwrap()
+        .mul(&o)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    y.backward().unwrap();
+    let g = w.grad().unwrap();
+    assert!(g.value().is_contiguous());
+    // dL/dw[j, i] = sum_b o[b, j] x[b, i]
+    let (xv, ov) = (x.to_vec::<f64>().unwrap(), o.to_vec::<f64>().unwrap());
+    let want: Vec<f64> = (0..6)
+        .map(|p| (0..4).map(|b| ov[b * 2 + p / 3] * xv[b * 3 + p % 3]).sum())
+        .collect();
+    close(&g.to_vec::<f64>().unwrap(), &want, 1e-15);
+    // A weight used as it is keeps the plain rule.
+    let v = leaf(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]);
+    let y = x.matmul(&v).unwrap().mul(&o).unwrap().sum_all().unwrap();
+    y.backward().unwrap();
+    let gv = v.grad().unwrap();
+    assert!(gv.value().is_contiguous());
+    let want_v: Vec<f64> = (0..6)
+        .map(|p| (0..4).map(|b| ov[b * 2 + p % 2] * xv[b * 3 + p / 2]).sum())
+        .collect();
+    close(&gv.to_vec::<f64>().unwrap(), &want_v, 1e-15);
+}

@@ -8,10 +8,9 @@
 
 use crate::plan::{Kernel, PlanGraph, PlanOp};
 use std::sync::Arc;
-use tandem_ir::{eval, Op};
+use tandem_ir::Op;
 use tandem_tensor::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
-use tandem_tensor::cpu::simd::{dispatch, PARALLEL_THRESHOLD};
-use tandem_tensor::{BinaryOp, DType, Element, Error, Result, Tensor};
+use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
 
 /// `x @ w` for 2-D `x [M, K]` and `w [K, N]` (f32 or f64): the same `gemm` call as
 /// [`Tensor::matmul`] (so the same numbers), written into the buffer it is given when that
@@ -108,66 +107,6 @@ impl MaskMul {
             mask_first,
         }
     }
-
-    fn general(&self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
-        let gt = eval(
-            &Op::Scalar {
-                op: BinaryOp::Gt,
-                value: self.threshold,
-                scalar_on_left: false,
-            },
-            &[x],
-        )?;
-        let mask = eval(&Op::Cast(g.dtype()), &[&gt])?;
-        let ins: [&Tensor; 2] = if self.mask_first {
-            [&mask, g]
-        } else {
-            [g, &mask]
-        };
-        eval(&Op::Binary(BinaryOp::Mul), &ins)
-    }
-
-    fn run_typed<T: Element + PartialOrd + std::ops::Mul<Output = T> + Send + Sync>(
-        &self,
-        g: &Tensor,
-        x: &Tensor,
-        out: Option<Tensor>,
-    ) -> Result<Tensor> {
-        let (gv, xv) = match (g.as_slice::<T>(), x.as_slice::<T>()) {
-            (Some(a), Some(b)) if a.len() == b.len() => (a, b),
-            _ => return self.general(g, x),
-        };
-        let mut result = match out {
-            Some(t) if t.shape() == g.shape() && t.dtype() == T::DTYPE && t.is_contiguous() => t,
-            _ => Tensor::zeros(g.shape(), T::DTYPE),
-        };
-        let c = T::from_f64(self.threshold);
-        let (one, zero) = (T::from_f64(1.0), T::from_f64(0.0));
-        let first = self.mask_first;
-        let dst = result.make_mut::<T>()?;
-        let body = |d: &mut [T], a: &[T], b: &[T]| {
-            dispatch(
-                #[inline(always)]
-                || {
-                    for ((o, &gi), &xi) in d.iter_mut().zip(a).zip(b) {
-                        let m = if xi > c { one } else { zero };
-                        *o = if first { m * gi } else { gi * m };
-                    }
-                },
-            )
-        };
-        let n = dst.len();
-        if n >= PARALLEL_THRESHOLD {
-            let per = n.div_ceil(rayon::current_num_threads().max(1)).max(4096);
-            tandem_tensor::cpu::par::for_each_chunk(dst, per, |i, d| {
-                let at = i * per..i * per + d.len();
-                body(d, &gv[at.clone()], &xv[at])
-            });
-        } else {
-            body(dst, gv, xv);
-        }
-        Ok(result)
-    }
 }
 
 impl Kernel for MaskMul {
@@ -182,15 +121,7 @@ impl Kernel for MaskMul {
                 inputs.len()
             )));
         };
-        let fast = g.shape() == x.shape()
-            && g.dtype() == x.dtype()
-            && g.device().is_cpu()
-            && x.device().is_cpu();
-        match g.dtype() {
-            DType::F32 if fast => self.run_typed::<f32>(g, x, out),
-            DType::F64 if fast => self.run_typed::<f64>(g, x, out),
-            _ => self.general(g, x),
-        }
+        tandem_ir::fused::mask_mul(g, x, self.threshold, self.mask_first, out)
     }
 }
 

@@ -45,6 +45,40 @@ pub trait Emit {
     fn constant(&self, t: Tensor) -> Result<Self::Value> {
         self.emit(Op::Constant(t), &[])
     }
+
+    /// `g * cast(x > c)` with the mask in `g`'s dtype: relu's gradient (`g` the output
+    /// gradient, `x` the input). The default applies the comparison, cast and product
+    /// ([`gt_mask_mul_ops`]), which graph mode's lowering turns back into one pass; an emitter
+    /// that runs ops at once may run [`crate::fused::mask_mul`] instead (the same numbers).
+    fn gt_mask_mul(&self, g: &Self::Value, x: &Self::Value, c: f64) -> Result<Self::Value> {
+        gt_mask_mul_ops(self, g, x, c)
+    }
+
+    /// True when `v` is held as the transpose of a row-major matrix (a 2-D view with unit row
+    /// stride, e.g. `w.t()` inside a linear layer). Gradient rules then compute its gradient
+    /// transposed, so that it lands in the layout of the matrix underneath instead of being
+    /// copied there later. Emitters without layouts (graph mode) answer false.
+    fn is_transposed_view(&self, v: &Self::Value) -> bool {
+        let _ = v;
+        false
+    }
+}
+
+/// True for a 2-D view that is exactly the transpose of a row-major matrix (strides `[1,
+/// rows]`, more than one row and column): what [`Emit::is_transposed_view`] asks of eager values.
+pub fn is_transposed_matrix(t: &Tensor) -> bool {
+    matches!((t.shape(), t.strides()), (&[r, c], &[1, s]) if r > 1 && c > 1 && s == r)
+}
+
+/// [`Emit::gt_mask_mul`] as its three ops.
+pub fn gt_mask_mul_ops<E: Emit + ?Sized>(
+    e: &E,
+    g: &E::Value,
+    x: &E::Value,
+    c: f64,
+) -> Result<E::Value> {
+    let mask = e.cast(&e.gt_scalar(x, c)?, e.dtype(g))?;
+    e.mul(g, &mask)
 }
 
 /// The dtype PyTorch gives to `a op b` (float beats int beats bool; wider wins; a 0-d operand

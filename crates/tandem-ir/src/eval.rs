@@ -226,4 +226,12 @@ impl Emit for Eval {
     fn constant(&self, t: Tensor) -> Result<Tensor> {
         Ok(t)
     }
+
+    fn gt_mask_mul(&self, g: &Tensor, x: &Tensor, c: f64) -> Result<Tensor> {
+        crate::fused::mask_mul(g, x, c, false, None)
+    }
+
+    fn is_transposed_view(&self, v: &Tensor) -> bool {
+        crate::emit::is_transposed_matrix(v)
+    }
 }

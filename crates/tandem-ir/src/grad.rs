@@ -291,10 +291,15 @@ pub fn vjp<E: Emit + ?Sized>(
             } else {
                 None
             };
-            let gb = if want(1) {
-                Some(e.matmul2(&e.transpose(a, -2, -1)?, g)?)
-            } else {
+            let gb = if !want(1) {
                 None
+            } else if e.rank(a) == 2 && e.rank(b) == 2 && e.is_transposed_view(b) {
+                // gb^T = g^T a: a weight used as `w.t()` gets a row-major gradient of its own
+                // shape once the transpose's gradient undoes the view, with no copy.
+                let gbt = e.matmul2(&e.transpose(g, -2, -1)?, a)?;
+                Some(e.transpose(&gbt, -2, -1)?)
+            } else {
+                Some(e.matmul2(&e.transpose(a, -2, -1)?, g)?)
             };
             vec![ga, gb]
         }
@@ -447,7 +452,7 @@ fn unary_rule<E: Emit + ?Sized>(
         // d sigmoid x = s (1 - s)
         Sigmoid => e.mul(g, &e.mul(y, &e.rsub_scalar(y, 1.0)?)?),
         // d relu x = [x > 0]
-        Relu => e.mul(g, &mask_of(e, &e.gt_scalar(x, 0.0)?, g)?),
+        Relu => e.gt_mask_mul(g, x, 0.0),
         // d erf x = 2/sqrt(pi) e^{-x^2}
         Erf => {
             let k = 2.0 / std::f64::consts::PI.sqrt();

@@ -10,6 +10,7 @@
 //! - [`Functional`]: composite ops (linear, gelu, losses, norms, dropout, ...) as
 //!   decompositions into primitives;
 //! - [`eval()`]: the one dispatch place from an op to its kernel.
+//! - [`fused`]: op sequences both modes run as one pass (relu's gradient mask and product).
 //!
 //! ```
 //! use tandem_ir::{Eval, EmitExt, Functional};
@@ -25,6 +26,7 @@
 pub mod composite;
 pub mod emit;
 pub mod eval;
+pub mod fused;
 pub mod grad;
 pub mod infer;
 pub mod op;

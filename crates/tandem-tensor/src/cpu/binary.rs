@@ -61,6 +61,42 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, O: Element>(
     out
 }
 
+/// `dst[i] = f(a[i], b[i])` over three slices of one length (extra elements of the longer
+/// ones are ignored): vectorized for the best instruction set, split over the rayon pool as
+/// the elementwise kernels are. For fused kernels outside this crate.
+pub fn zip_map_into<A: Copy + Sync, B: Copy + Sync, O: Send>(
+    dst: &mut [O],
+    a: &[A],
+    b: &[B],
+    f: impl Fn(A, B) -> O + Sync + Copy,
+) {
+    let n = dst.len().min(a.len()).min(b.len());
+    run_parallel(&mut dst[..n], |chunk, start| {
+        let at = start..start + chunk.len();
+        let (a, b) = (&a[at.clone()], &b[at]);
+        dispatch(
+            #[inline(always)]
+            || {
+                for ((d, &x), &y) in chunk.iter_mut().zip(a).zip(b) {
+                    *d = f(x, y);
+                }
+            },
+        )
+    });
+}
+
+/// [`zip_map_into`] into a new vector of `a.len().min(b.len())` elements (not cleared
+/// before it is written).
+pub fn zip_map<A: Copy + Sync, B: Copy + Sync, O: Element>(
+    a: &[A],
+    b: &[B],
+    f: impl Fn(A, B) -> O + Sync + Copy,
+) -> Vec<O> {
+    let mut out = output_vec::<O>(a.len().min(b.len()));
+    zip_map_into(&mut out, a, b, f);
+    out
+}
+
 /// [`map2`] for half-precision inputs: both are converted to `f32` a chunk at a time, `f`
 /// computes `R`, and `store` writes the chunk of results.
 fn map2_half<H: HalfFloat, R: Copy + Default, O: Element>(
