@@ -751,6 +751,18 @@ impl Emit for Graph {
         a.id == b.id || (a.info.shape == b.info.shape && a.info.shape.iter().all(Option::is_some))
     }
 
+    /// The output of a 2-D `permute([1, 0])` (how `linear` uses its weight). Its gradient is
+    /// then built as eager mode builds it, `(g^T x)^T`: the product packs the small gradient
+    /// instead of the transposed batch, and the weight's gradient comes out in its layout.
+    fn is_transposed_view(&self, v: &Output) -> bool {
+        v.info.shape.len() == 2
+            && self.read().is_ok_and(|d| {
+                d.nodes.get(v.id).is_some_and(
+                    |n| matches!(&n.kind, NodeKind::Op(Op::Permute(p)) if p.as_slice() == [1, 0]),
+                )
+            })
+    }
+
     fn next_seed(&self) -> u64 {
         match self.inner.write() {
             Ok(mut d) => {

@@ -55,9 +55,10 @@ pub trait Emit {
     }
 
     /// True when `v` is held as the transpose of a row-major matrix (a 2-D view with unit row
-    /// stride, e.g. `w.t()` inside a linear layer). Gradient rules then compute its gradient
-    /// transposed, so that it lands in the layout of the matrix underneath instead of being
-    /// copied there later. Emitters without layouts (graph mode) answer false.
+    /// stride, e.g. `w.t()` inside a linear layer; in graph mode, the output of a 2-D
+    /// transpose). Gradient rules then compute its gradient transposed, so that it lands in the
+    /// layout of the matrix underneath instead of being copied there later. The default
+    /// answers false.
     fn is_transposed_view(&self, v: &Self::Value) -> bool {
         let _ = v;
         false
