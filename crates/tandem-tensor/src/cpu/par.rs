@@ -16,13 +16,23 @@
 //! thread of the pool (nested parallelism, or a program running inside `ThreadPool::install`),
 //! the loops are plain rayon iterators.
 //!
+//! A helper does not go back to the pool as soon as its loop is done: for 50 us after its last
+//! task (`TANDEM_HELPER_SPIN_US` sets another time; 0 turns it off, for cores shared with other
+//! work) it watches for the next loop, whose caller offers it a seat before waking any pool
+//! thread. The ops of a forward pass or a training step come microseconds apart, so their
+//! loops find a helper already running instead of waking a sleeping thread each time: the
+//! batch-1 MLP forward pass (W6, whose first product is split in two halves), `cargo bench
+//! --bench modes -- W6`, three alternated pairs on a 2-core AVX-512 machine, graph mode 7.95 /
+//! 8.78 / 8.48 us without watching and 8.27 / 7.88 / 7.42 us with it.
+//!
 //! The split of the work into tasks is the caller's and never depends on which thread runs a
 //! task, so results are the same either way.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -82,6 +92,76 @@ impl Team {
     }
 }
 
+/// How long a helper keeps watching for the next loop after its last task before it returns
+/// to the pool: 50 us, or `TANDEM_HELPER_SPIN_US` (read once; 0 turns watching off, for
+/// machines whose cores are shared with other work).
+fn linger() -> Duration {
+    static SPIN: OnceLock<Duration> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("TANDEM_HELPER_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(50);
+        Duration::from_micros(us)
+    })
+}
+
+/// Seats offered to watching helpers: a team and how many more helpers it takes.
+static OFFER: Mutex<Option<(Arc<Team>, usize)>> = Mutex::new(None);
+/// Whether [`OFFER`] may hold seats (read without the lock by watching helpers).
+static OFFERED: AtomicBool = AtomicBool::new(false);
+/// Helpers sent to the pool and not yet returned from it (working, waiting to start, or
+/// watching for seats).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a seat of the offered team, if one is left.
+fn take_seat() -> Option<Arc<Team>> {
+    let mut offer = lock(&OFFER);
+    let (team, seats) = offer.as_mut()?;
+    let team = Arc::clone(team);
+    *seats -= 1;
+    if *seats == 0 {
+        *offer = None;
+        OFFERED.store(false, Ordering::Relaxed);
+    }
+    Some(team)
+}
+
+/// A helper's life on a pool thread: works on `team`, then watches for offered seats until
+/// [`linger`] has passed since its last task, so that the loops of an op sequence (a
+/// training step, a forward pass) find a helper already running instead of waking a
+/// sleeping pool thread each time. Counted in [`LIVE`] by whoever sent it.
+fn help(team: Arc<Team>) {
+    team.work();
+    drop(team);
+    let spin = linger();
+    let mut since = Instant::now();
+    let mut rounds = 0u32;
+    while !spin.is_zero() {
+        if OFFERED.load(Ordering::SeqCst) {
+            if let Some(team) = take_seat() {
+                team.work();
+                drop(team);
+                since = Instant::now();
+                continue;
+            }
+        }
+        std::hint::spin_loop();
+        rounds = rounds.wrapping_add(1);
+        if rounds.is_multiple_of(32) && since.elapsed() >= spin {
+            break;
+        }
+    }
+    LIVE.fetch_sub(1, Ordering::SeqCst);
+    // A caller that offered seats before the count went down may not have sent a helper of
+    // its own (it read the count after offering): one last look serves it.
+    if OFFERED.load(Ordering::SeqCst) {
+        if let Some(team) = take_seat() {
+            team.work();
+        }
+    }
+}
+
 /// Busy-wait rounds (`spin_loop`) before a waiting caller starts yielding its core.
 const SPIN_ROUNDS: u32 = 1 << 12;
 /// `yield_now` rounds before it sleeps until the last task is done.
@@ -112,11 +192,40 @@ pub fn for_each_index(tasks: usize, body: impl Fn(usize) + Sync) {
         finished: Condvar::new(),
         gate: Mutex::new(()),
     });
-    for _ in 0..(threads - 1).min(tasks - 1) {
+    // Seats are offered to helpers still watching after an earlier loop; pool threads are
+    // woken only for the seats they cannot fill. The offer comes before the count is read and
+    // a helper lowers the count before its last look at the offer, so a seat is either seen
+    // by a watching helper or counted as needing a new one.
+    let helpers = (threads - 1).min(tasks - 1);
+    let offered = {
+        let mut offer = lock(&OFFER);
+        let free = offer.is_none();
+        if free {
+            *offer = Some((Arc::clone(&team), helpers));
+            OFFERED.store(true, Ordering::SeqCst);
+        }
+        free
+    };
+    let live = if offered {
+        LIVE.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    for _ in live.min(helpers)..helpers {
         let helper = Arc::clone(&team);
-        rayon::spawn(move || helper.work());
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        #[cfg(test)]
+        tests::SENT.with(|n| n.set(n.get() + 1));
+        rayon::spawn(move || help(helper));
     }
     team.work();
+    if offered {
+        let mut offer = lock(&OFFER);
+        if offer.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, &team)) {
+            *offer = None;
+            OFFERED.store(false, Ordering::Relaxed);
+        }
+    }
     // Tasks still running in helpers: spin (they are usually about as long as the caller's
     // own), then yield, then sleep until the last one signals, so that a long wait on a busy
     // machine (or many callers at once) does not hold a core.
@@ -278,6 +387,60 @@ pub fn join<RA: Send, RB: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Helpers this thread's loops sent to the pool.
+        pub(super) static SENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn loops_in_quick_succession_reuse_a_watching_helper() {
+        if rayon::current_num_threads() < 2 || linger().is_zero() {
+            return;
+        }
+        // Without watching helpers each loop sends one to the pool. Other tests share the
+        // pool (and may fill the offer first), so a round counts as passing with a margin,
+        // and a few rounds are allowed on a busy machine.
+        let reused = (0..5).any(|_| {
+            let before = SENT.with(|n| n.get());
+            for _ in 0..100 {
+                // Some work between loops, as between the ops of a forward pass.
+                let gap = Instant::now();
+                while gap.elapsed() < Duration::from_micros(10) {
+                    std::hint::spin_loop();
+                }
+                let hits = AtomicUsize::new(0);
+                for_each_index(2, |_| {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(hits.load(Ordering::Relaxed), 2);
+            }
+            SENT.with(|n| n.get()) - before < 50
+        });
+        assert!(reused, "every loop woke a new helper");
+    }
+
+    #[test]
+    fn loops_from_several_threads_at_once_run_every_index_once() {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let tasks = [2, 3, 5, 17][(round + t) % 4];
+                        let hits: Vec<AtomicUsize> =
+                            (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                        for_each_index(tasks, |i| {
+                            if i == 1 && round % 50 == 0 {
+                                std::thread::sleep(std::time::Duration::from_micros(200));
+                            }
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                    }
+                });
+            }
+        });
+    }
 
     #[test]
     fn every_index_runs_once_from_outside_and_inside_the_pool() {
