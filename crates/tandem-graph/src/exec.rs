@@ -324,9 +324,14 @@ impl std::fmt::Display for Profile {
 /// into it again instead of allocating. Only buffers nobody else holds are written (a
 /// buffer the caller still holds is never overwritten). A run takes the whole set at its
 /// start and gives it back at its end, so concurrent runs of one plan never share a buffer
-/// (the second one allocates).
+/// (the second one allocates). The run's table of step values is kept the same way, emptied:
+/// a table of a few dozen tensors is a large enough allocation for the allocator to tidy its
+/// free lists on every run.
 #[derive(Debug, Default)]
-pub struct Arena(Mutex<Vec<Option<Tensor>>>);
+pub struct Arena {
+    kept: Mutex<Vec<Option<Tensor>>>,
+    slots: Mutex<Vec<Option<Tensor>>>,
+}
 
 impl Clone for Arena {
     /// A new, empty arena (buffers are never shared between plans).
@@ -338,7 +343,7 @@ impl Clone for Arena {
 impl Arena {
     /// Takes the kept buffers (empty when another run holds them or none were kept yet).
     fn take(&self) -> Vec<Option<Tensor>> {
-        self.0
+        self.kept
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default()
@@ -346,16 +351,39 @@ impl Arena {
 
     /// Gives buffers back (dropped when another run gave its set back first).
     fn put(&self, kept: Vec<Option<Tensor>>) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.kept.lock() {
             if v.is_empty() {
                 *v = kept;
             }
         }
     }
 
+    /// A table of `n` empty value slots (the one the last run gave back, if no other run
+    /// holds it).
+    fn take_slots(&self, n: usize) -> Vec<Option<Tensor>> {
+        let mut slots = self
+            .slots
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        slots.clear();
+        slots.resize(n, None);
+        slots
+    }
+
+    /// Gives a table of value slots back, emptied (its tensors dropped here).
+    fn put_slots(&self, mut slots: Vec<Option<Tensor>>) {
+        slots.clear();
+        if let Ok(mut v) = self.slots.lock() {
+            if v.capacity() == 0 {
+                *v = slots;
+            }
+        }
+    }
+
     /// Bytes of the buffers kept now.
     pub fn bytes(&self) -> usize {
-        self.0
+        self.kept
             .lock()
             .map(|v| v.iter().flatten().map(bytes_of).sum::<usize>())
             .unwrap_or(0)
@@ -406,7 +434,7 @@ pub(crate) fn execute(
         device: store.device(),
         scalars: Scalars::default(),
     };
-    let mut values: Vec<Option<Tensor>> = vec![None; plan.steps.len()];
+    let mut values = plan.arena.take_slots(plan.steps.len());
     // Bytes each counted slot holds (only filled when stats are wanted).
     let mut held: Vec<usize> = Vec::new();
     if stats.is_some() {
@@ -531,7 +559,8 @@ pub(crate) fn execute(
     }
     let overlay = std::mem::take(&mut view.overlay);
     drop(view);
-    drop(values);
+    // The values go before the commit (a variable's buffer may then be updated in place).
+    plan.arena.put_slots(values);
     drop(snapshot);
     let started = times.is_some().then(Instant::now);
     let committed = store.commit_with(overlay, deferred);
@@ -710,5 +739,32 @@ fn run_step(
             view.overlay.insert(a.var, param.clone());
             Ok(param)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slot_table_is_handed_from_run_to_run_emptied() {
+        let arena = Arena::default();
+        let mut slots = arena.take_slots(12);
+        assert_eq!(slots.len(), 12);
+        let t = Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+        slots[3] = Some(t.clone());
+        let table = slots.as_ptr();
+        arena.put_slots(slots);
+        // The tensor the table held was let go of when it was given back.
+        assert_eq!(Arc::strong_count(t.storage()), 1);
+        // Taken again, the same allocation comes back, all slots empty, sized for this plan.
+        let again = arena.take_slots(5);
+        assert_eq!(again.as_ptr(), table);
+        assert_eq!(again.len(), 5);
+        assert!(again.iter().all(Option::is_none));
+        // While one run holds it, another gets a table of its own.
+        let other = arena.take_slots(5);
+        assert_ne!(other.as_ptr(), table);
+        assert!(other.iter().all(Option::is_none));
     }
 }
