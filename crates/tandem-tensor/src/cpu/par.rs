@@ -251,9 +251,14 @@ fn help(team: Arc<Team>) {
     }
     LIVE.fetch_sub(1, Ordering::SeqCst);
     // A caller that offered seats before the count went down may not have sent a helper of
-    // its own (it read the count after offering): one last look serves it.
-    if let Some(team) = take_seat() {
-        team.work();
+    // its own (it read the count after offering): one last look serves it. The look is
+    // sequentially consistent, like the count's decrement and the caller's offer and read of
+    // the count, so that one of the two sides sees the other (`take_seat`'s own first look is
+    // relaxed, which is enough while spinning).
+    if !OFFER.0.load(Ordering::SeqCst).is_null() {
+        if let Some(team) = take_seat() {
+            team.work();
+        }
     }
 }
 
