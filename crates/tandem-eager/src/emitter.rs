@@ -128,6 +128,32 @@ impl Emit for Eager {
         Ok(Tensor::from_value(out))
     }
 
+    /// One kernel ([`tandem_ir::fused::matmul_bias`] on the weight's transposed view) when
+    /// nothing is recorded or observed (inference, `no_grad`); the ops otherwise, so a tape
+    /// or a trace sees them.
+    fn affine(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let Some(b) = b else {
+            return tandem_ir::composite::linear_ops(self, x, w, None);
+        };
+        let record =
+            is_grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+        if record || is_anomaly_enabled() || current_observer().is_some() {
+            return tandem_ir::composite::linear_ops(self, x, w, Some(b));
+        }
+        let (xv, wv, bv) = (x.value_ref(), w.value_ref(), b.value_ref());
+        let fits = matches!(
+            (xv.shape(), wv.shape(), bv.shape()),
+            (&[_, k], &[n, k2], &[nb]) if k == k2 && n == nb
+        );
+        if !fits {
+            // Other ranks, and the errors, as the ops have them.
+            drop((xv, wv, bv));
+            return tandem_ir::composite::linear_ops(self, x, w, Some(b));
+        }
+        let out = tandem_ir::fused::matmul_bias(&xv, &wv.t()?, &bv, false, None)?;
+        Ok(Tensor::from_value(out))
+    }
+
     fn is_transposed_view(&self, v: &Tensor) -> bool {
         tandem_ir::emit::is_transposed_matrix(&v.value_ref())
     }

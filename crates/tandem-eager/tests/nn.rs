@@ -302,3 +302,49 @@ fn resident_memory_does_not_grow_over_training_steps() {
         "resident memory grew from {at_100} kB to {at_1000} kB"
     );
 }
+
+/// The values of a float tensor as bit patterns (exact comparison, NaN included).
+fn bits(t: &Tensor) -> Vec<u64> {
+    t.value()
+        .to_f64_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+#[test]
+fn linear_without_a_tape_runs_one_kernel_with_the_numbers_of_the_ops() {
+    manual_seed(7);
+    let layer = Linear::new(20, 6, true).unwrap();
+    let b = layer.bias.clone().unwrap();
+    for shape in [vec![1usize, 20], vec![5, 20], vec![2, 3, 20]] {
+        let x = Tensor::randn(&shape, DType::F32).unwrap();
+        let recorded = layer.forward(&x).unwrap();
+        assert!(recorded.requires_grad());
+        let _g = tandem_eager::no_grad();
+        let fused = layer.forward(&x).unwrap();
+        assert!(!fused.requires_grad());
+        let ops = (&x.matmul(&layer.weight.t().unwrap()).unwrap() + &b).unwrap();
+        assert_eq!(fused.dims(), ops.dims());
+        assert_eq!(bits(&fused), bits(&ops), "{shape:?}");
+        assert_eq!(bits(&recorded), bits(&ops), "{shape:?}");
+    }
+    // Errors are the ops' errors, with the layer's name.
+    let _g = tandem_eager::no_grad();
+    let x = Tensor::zeros(&[3, 20], DType::F32);
+    let short_bias = Tensor::zeros(&[4], DType::F32);
+    let e = F::linear(&x, &layer.weight, Some(&short_bias))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[3, 6]") && e.contains("[4]"), "{e}");
+    let e = layer
+        .forward(&Tensor::zeros(&[3, 7], DType::F32))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[3, 7]") && e.contains("[6, 20]"), "{e}");
+    let e = F::linear(&x.to_dtype(DType::F64).unwrap(), &layer.weight, Some(&b))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("float64") && e.contains("float32"), "{e}");
+}

@@ -1090,8 +1090,10 @@ fn fused_name(ops: &[String]) -> String {
     format!("fused({})", parts.join(","))
 }
 
-/// `relu?(x @ w + b)` for 2-D `x [M, K]`, `w [K, N]` and `b [N]` (f32 or f64): one gemm
-/// into the output, then bias and activation in the same pass over each row.
+/// `relu?(x @ w + b)` for 2-D `x [M, K]`, `w [K, N]` and `b [N]`: the kernel of
+/// [`tandem_ir::fused::matmul_bias`] (one gemm into the output, then bias and activation in the
+/// same pass over each row; f32 and f64 on the host, the ops otherwise), which eager mode's
+/// linear layers run too.
 #[derive(Clone, Debug)]
 pub struct MatMulBias {
     relu: bool,
@@ -1101,61 +1103,6 @@ impl MatMulBias {
     /// The kernel, with or without a relu after the bias.
     pub fn new(relu: bool) -> MatMulBias {
         MatMulBias { relu }
-    }
-
-    fn run_typed<T: Lane + tandem_tensor::cpu::matmul::GemmScalar>(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        out: Option<Tensor>,
-    ) -> Result<Tensor> {
-        let name = self.name();
-        let (&[m, k], &[k2, n], &[nb]) = (x.shape(), w.shape(), b.shape()) else {
-            return Err(Error::invalid(
-                "matmul_bias",
-                format!(
-                    "needs x [M, K], w [K, N], b [N]; got {:?}, {:?}, {:?}",
-                    x.shape(),
-                    w.shape(),
-                    b.shape()
-                ),
-            ));
-        };
-        if k != k2 || nb != n {
-            return Err(Error::ShapeMismatch {
-                op: "matmul_bias",
-                lhs: x.shape().to_vec(),
-                rhs: w.shape().to_vec(),
-                hint: format!("{name}: bias {:?}", b.shape()),
-            });
-        }
-        let b = b.contiguous()?;
-        let bias = b
-            .as_slice::<T>()
-            .ok_or_else(|| Error::Graph(format!("{name}: bias is not host {}", T::DTYPE)))?;
-        let mut result = crate::lower::product_into::<T>(x, w, [m, k, n], out, "matmul_bias")?;
-        let dst = result.make_mut::<T>()?;
-        if n > 0 {
-            let relu = self.relu;
-            dispatch(
-                #[inline(always)]
-                || {
-                    for row in dst.chunks_exact_mut(n) {
-                        if relu {
-                            for (o, &c) in row.iter_mut().zip(bias) {
-                                *o = T::un(FusedUnary::Relu, T::bin(FusedBinary::Add, *o, c));
-                            }
-                        } else {
-                            for (o, &c) in row.iter_mut().zip(bias) {
-                                *o = T::bin(FusedBinary::Add, *o, c);
-                            }
-                        }
-                    }
-                },
-            );
-        }
-        Ok(result)
     }
 }
 
@@ -1176,30 +1123,7 @@ impl Kernel for MatMulBias {
                 inputs.len()
             )));
         };
-        if x.dtype() != w.dtype() || x.dtype() != b.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: "matmul_bias",
-                expected: x.dtype().name().to_string(),
-                got: if w.dtype() != x.dtype() {
-                    w.dtype()
-                } else {
-                    b.dtype()
-                },
-            });
-        }
-        #[cfg(feature = "cuda")]
-        if inputs.iter().any(|t| t.device().is_cuda()) {
-            return cuda::run_matmul_bias(x, w, b, self.relu);
-        }
-        match x.dtype() {
-            DType::F32 => self.run_typed::<f32>(x, w, b, out),
-            DType::F64 => self.run_typed::<f64>(x, w, b, out),
-            d => Err(Error::UnsupportedDType {
-                op: "matmul_bias",
-                dtype: d,
-                device: tandem_tensor::Device::Cpu,
-            }),
-        }
+        tandem_ir::fused::matmul_bias(x, w, b, self.relu, out)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The fusion kernels on CUDA tensors: a [`FusedElementwise`] program becomes one generated
-//! kernel (`tandem_tensor::cuda::fused_elementwise`), and [`MatMulBias`] runs as a cuBLAS
-//! product followed by the broadcast add (and relu).
+//! kernel (`tandem_tensor::cuda::fused_elementwise`). [`MatMulBias`] on CUDA tensors runs as
+//! its ops (a cuBLAS product, then the broadcast add and relu), through
+//! `tandem_ir::fused::matmul_bias`.
 
 use super::{FusedBinary, FusedElementwise, FusedUnary, Instr};
 use tandem_tensor::cuda::{fused_elementwise, FusedProgram, FusedStep};
@@ -99,15 +100,5 @@ pub(super) fn run_fused(k: &FusedElementwise, inputs: &[&Tensor]) -> Result<Tens
         Ok(out)
     } else {
         out.reshape(&shape.iter().map(|&d| d as isize).collect::<Vec<_>>())
-    }
-}
-
-/// `matmul(x, w) + b` (then relu) with the device's kernels.
-pub(super) fn run_matmul_bias(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    let y = x.matmul(w)?.binary(BinaryOp::Add, b)?;
-    if relu {
-        y.unary(UnaryOp::Relu)
-    } else {
-        Ok(y)
     }
 }

@@ -9,7 +9,7 @@
 use crate::plan::{Kernel, PlanGraph, PlanOp};
 use std::sync::Arc;
 use tandem_ir::Op;
-use tandem_tensor::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
+use tandem_tensor::cpu::matmul::GemmScalar;
 use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
 
 /// `x @ w` for 2-D `x [M, K]` and `w [K, N]` (f32 or f64): the same `gemm` call as
@@ -18,13 +18,6 @@ use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
 /// [`Tensor::matmul`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MatMulKernel;
-
-fn strides2(t: &Tensor) -> [usize; 2] {
-    match t.strides() {
-        &[a, b] => [a, b],
-        _ => [0, 0],
-    }
-}
 
 impl MatMulKernel {
     fn run_typed<T: GemmScalar>(x: &Tensor, w: &Tensor, out: Option<Tensor>) -> Result<Tensor> {
@@ -35,37 +28,8 @@ impl MatMulKernel {
             // Tensor::matmul words the error.
             return x.matmul(w);
         }
-        product_into::<T>(x, w, [m, k, n], out, "matmul")
+        tandem_ir::fused::product_into::<T>(x, w, [m, k, n], out, "matmul")
     }
-}
-
-/// `x [m, k] @ w [k, n]` (2-D, host, dtype `T`, shapes already checked) into `out` when it is
-/// a contiguous `[m, n]` buffer of `T` (a buffer kept by memory planning), a new tensor
-/// otherwise: one `gemm` call with the operands' strides as they are. Shared by
-/// [`MatMulKernel`] and the MatMul + bias kernel of the fusion pass.
-pub(crate) fn product_into<T: GemmScalar>(
-    x: &Tensor,
-    w: &Tensor,
-    [m, k, n]: [usize; 3],
-    out: Option<Tensor>,
-    op: &'static str,
-) -> Result<Tensor> {
-    let (xs, xl) = x.cpu(op)?;
-    let (ws, wl) = w.cpu(op)?;
-    let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
-    let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
-    let mut result = match out {
-        Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
-        _ => Tensor::zeros(&[m, n], T::DTYPE),
-    };
-    gemm(
-        MatMut::row_major(result.make_mut::<T>()?, m, n)?,
-        lhs,
-        rhs,
-        false,
-        Threads::Auto,
-    )?;
-    Ok(result)
 }
 
 impl Kernel for MatMulKernel {

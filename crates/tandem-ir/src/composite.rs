@@ -58,6 +58,21 @@ pub struct BatchNormOutput<V> {
     pub running: Option<(V, V)>,
 }
 
+/// [`Emit::affine`] as its ops: `transpose(w)`, `matmul`, then `add` of the bias.
+pub fn linear_ops<E: Emit + ?Sized>(
+    e: &E,
+    x: &E::Value,
+    w: &E::Value,
+    b: Option<&E::Value>,
+) -> Result<E::Value> {
+    let wt = e.transpose(w, 0, 1)?;
+    let y = e.matmul(x, &wt).map_err(|err| err.context("linear"))?;
+    match b {
+        Some(b) => e.add(&y, b),
+        None => Ok(y),
+    }
+}
+
 /// Composite (decomposed) ops, available on every [`Emit`].
 pub trait Functional: EmitExt {
     /// `torch.matmul`: 1-D operands are promoted (and the added dim removed afterwards).
@@ -89,19 +104,15 @@ pub trait Functional: EmitExt {
         Ok(y)
     }
 
-    /// `F.linear`: `x W^T + b` with W `[out, in]`.
+    /// `F.linear`: `x W^T + b` with W `[out, in]` (through [`Emit::affine`]: the ops, or one
+    /// kernel where the emitter runs it).
     fn linear(
         &self,
         x: &Self::Value,
         w: &Self::Value,
         b: Option<&Self::Value>,
     ) -> Result<Self::Value> {
-        let wt = self.transpose(w, 0, 1)?;
-        let y = self.matmul(x, &wt).map_err(|e| e.context("linear"))?;
-        match b {
-            Some(b) => self.add(&y, b),
-            None => Ok(y),
-        }
+        self.affine(x, w, b)
     }
 
     /// `F.leaky_relu`.

@@ -54,6 +54,19 @@ pub trait Emit {
         gt_mask_mul_ops(self, g, x, c)
     }
 
+    /// `x @ w^T + b` for a weight `w [out, in]` (`F.linear`). The default applies the ops
+    /// ([`crate::composite::linear_ops`]: transpose, matmul, add), which graph mode's fusion
+    /// pass turns into one kernel; an emitter that runs ops at once may run
+    /// [`crate::fused::matmul_bias`] instead (the same numbers) when nothing records them.
+    fn affine(
+        &self,
+        x: &Self::Value,
+        w: &Self::Value,
+        b: Option<&Self::Value>,
+    ) -> Result<Self::Value> {
+        crate::composite::linear_ops(self, x, w, b)
+    }
+
     /// True when `v` is held as the transpose of a row-major matrix (a 2-D view with unit row
     /// stride, e.g. `w.t()` inside a linear layer; in graph mode, the output of a 2-D
     /// transpose). Gradient rules then compute its gradient transposed, so that it lands in the

@@ -65,6 +65,28 @@ fn float_product<T: GemmScalar>(a: &[T], b: &CpuStorage, p: &Plan) -> Result<Cpu
     Ok(T::into_cpu_storage(matmul_batched(a, &p.lhs, b, &p.rhs)?))
 }
 
+/// `a @ b` for two host matrices `[m, k]` and `[k, n]` of a float dtype `gemm` multiplies:
+/// their own layouts go to the kernel as they are, without [`plan`]'s broadcast views (which
+/// were most of the cost of a small product, such as a batch-1 classifier layer). `None` for
+/// other dtypes or devices.
+fn matrix_product(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    fn go<T: GemmScalar>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (sa, la) = a.cpu("matmul")?;
+        let (sb, lb) = b.cpu("matmul")?;
+        let out = matmul_batched(sa.as_slice::<T>()?, la, sb.as_slice::<T>()?, lb)?;
+        Tensor::from_cpu_storage(T::into_cpu_storage(out), &[a.shape()[0], b.shape()[1]])
+    }
+    if !a.device().is_cpu() || !b.device().is_cpu() {
+        return Ok(None);
+    }
+    match a.dtype() {
+        DType::F32 => go::<f32>(a, b).map(Some),
+        DType::F64 => go::<f64>(a, b).map(Some),
+        DType::F16 => go::<crate::f16>(a, b).map(Some),
+        _ => Ok(None),
+    }
+}
+
 fn int_product<T: WrappingInt>(a: &[T], b: &CpuStorage, p: &Plan) -> Result<CpuStorage> {
     let b = b.as_slice::<T>()?;
     Ok(T::into_cpu_storage(matmul_batched_int(
@@ -104,6 +126,11 @@ impl Tensor {
                 lhs: self.device(),
                 rhs: rhs.device(),
             });
+        }
+        if self.rank() == 2 && rhs.rank() == 2 && self.shape()[1] == rhs.shape()[0] {
+            if let Some(out) = matrix_product(self, rhs)? {
+                return Ok(out);
+            }
         }
         let p = plan(self, rhs)?;
         #[cfg(feature = "cuda")]
@@ -332,6 +359,60 @@ mod tests {
         let w2 = operand(&[40, 20], DType::F32, 1, 8);
         assert!(!w2.is_contiguous());
         check(&operand(&[20, 40], DType::F32, 0, 9), &w2, 1e-5);
+    }
+
+    #[test]
+    fn two_matrices_take_the_direct_path_with_the_batched_numbers() {
+        // Two matrices go to the kernel with their own layouts; the same product as one
+        // matrix of a batch (which goes through the broadcast plan) gives the same bits.
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_f64_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let sliced = operand(&[9, 40], DType::F32, 0, 12)
+            .narrow(0, 2, 5)
+            .unwrap()
+            .narrow(1, 3, 30)
+            .unwrap();
+        let cases = [
+            (
+                operand(&[1, 784], DType::F32, 0, 10),
+                operand(&[784, 128], DType::F32, 1, 11),
+            ),
+            (operand(&[64, 30], DType::F32, 1, 13), sliced.t().unwrap()),
+            (
+                operand(&[7, 33], DType::F64, 0, 14),
+                operand(&[33, 5], DType::F64, 1, 15),
+            ),
+            (
+                operand(&[6, 8], DType::F16, 0, 16),
+                operand(&[8, 3], DType::F16, 0, 17),
+            ),
+            (
+                operand(&[4, 6], DType::I64, 0, 18),
+                operand(&[6, 2], DType::I64, 0, 19),
+            ),
+            (
+                operand(&[5, 8], DType::F32, 3, 20),
+                operand(&[8, 6], DType::F32, 2, 21),
+            ),
+        ];
+        for (a, b) in &cases {
+            let direct = a.matmul(b).unwrap();
+            let batched = a.unsqueeze(0).unwrap().matmul(b).unwrap();
+            assert_eq!(direct.shape(), &batched.shape()[1..]);
+            assert_eq!(
+                bits(&direct),
+                bits(&batched),
+                "{:?} @ {:?}",
+                a.shape(),
+                b.shape()
+            );
+            check(a, b, 1e-2);
+        }
     }
 
     #[test]
