@@ -56,20 +56,20 @@ impl Linear {
 
     /// Input features.
     pub fn in_features(&self) -> usize {
-        self.weight.dims().get(1).copied().unwrap_or(0)
+        self.weight.dim(1).unwrap_or(0)
     }
 
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.weight.dims().first().copied().unwrap_or(0)
+        self.weight.dim(0).unwrap_or(0)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let xs = x.dims();
         let inf = self.in_features();
-        if xs.last().copied() != Some(inf) {
+        if x.dim(-1).ok() != Some(inf) {
+            let xs = x.dims();
             return Err(Error::ShapeMismatch {
                 op: "linear",
                 lhs: xs.clone(),
