@@ -144,9 +144,10 @@ impl Emit for Eager {
         let fits = matches!(
             (xv.shape(), wv.shape(), bv.shape()),
             (&[_, k], &[n, k2], &[nb]) if k == k2 && n == nb
-        );
+        ) && xv.dtype() == wv.dtype()
+            && xv.dtype() == bv.dtype();
         if !fits {
-            // Other ranks, and the errors, as the ops have them.
+            // Other ranks, mixed dtypes, and the errors, as the ops have them.
             drop((xv, wv, bv));
             return tandem_ir::composite::linear_ops(self, x, w, Some(b));
         }

@@ -346,5 +346,8 @@ fn linear_without_a_tape_runs_one_kernel_with_the_numbers_of_the_ops() {
     let e = F::linear(&x.to_dtype(DType::F64).unwrap(), &layer.weight, Some(&b))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("float64") && e.contains("float32"), "{e}");
+    assert!(
+        e.contains("float64") && e.contains("float32") && e.contains("linear"),
+        "{e}"
+    );
 }
