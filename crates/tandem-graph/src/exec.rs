@@ -343,29 +343,18 @@ impl Clone for Arena {
 impl Arena {
     /// Takes the kept buffers (empty when another run holds them or none were kept yet).
     fn take(&self) -> Vec<Option<Tensor>> {
-        self.kept
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
+        take_held(&self.kept)
     }
 
     /// Gives buffers back (dropped when another run gave its set back first).
     fn put(&self, kept: Vec<Option<Tensor>>) {
-        if let Ok(mut v) = self.kept.lock() {
-            if v.is_empty() {
-                *v = kept;
-            }
-        }
+        hold_if_free(&self.kept, kept, Vec::is_empty);
     }
 
     /// A table of `n` empty value slots (the one the last run gave back, if no other run
     /// holds it).
     fn take_slots(&self, n: usize) -> Vec<Option<Tensor>> {
-        let mut slots = self
-            .slots
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default();
+        let mut slots = take_held(&self.slots);
         slots.clear();
         slots.resize(n, None);
         slots
@@ -374,11 +363,8 @@ impl Arena {
     /// Gives a table of value slots back, emptied (its tensors dropped here).
     fn put_slots(&self, mut slots: Vec<Option<Tensor>>) {
         slots.clear();
-        if let Ok(mut v) = self.slots.lock() {
-            if v.capacity() == 0 {
-                *v = slots;
-            }
-        }
+        // Emptied tables are given back, so a taken one is told apart by its capacity.
+        hold_if_free(&self.slots, slots, |v| v.capacity() == 0);
     }
 
     /// Bytes of the buffers kept now.
@@ -387,6 +373,28 @@ impl Arena {
             .lock()
             .map(|v| v.iter().flatten().map(bytes_of).sum::<usize>())
             .unwrap_or(0)
+    }
+}
+
+/// What `held` holds, leaving an empty vector there (an empty vector when the lock is
+/// poisoned).
+fn take_held(held: &Mutex<Vec<Option<Tensor>>>) -> Vec<Option<Tensor>> {
+    held.lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
+/// Stores `v` in `held` when `free` says what it holds was taken (another run that gave its
+/// own back first wins; `v` is dropped then).
+fn hold_if_free(
+    held: &Mutex<Vec<Option<Tensor>>>,
+    v: Vec<Option<Tensor>>,
+    free: impl FnOnce(&Vec<Option<Tensor>>) -> bool,
+) {
+    if let Ok(mut h) = held.lock() {
+        if free(&h) {
+            *h = v;
+        }
     }
 }
 

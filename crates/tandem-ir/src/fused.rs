@@ -90,9 +90,10 @@ fn strides2(t: &Tensor) -> [usize; 2] {
 
 /// `x [m, k] @ w [k, n]` for 2-D host tensors of dtype `T` whose shapes the caller checked,
 /// written into `out` when it is a contiguous `[m, n]` tensor of `T` (a buffer kept by graph
-/// mode's memory planning), into a new tensor otherwise: one `gemm` call with the operands'
-/// strides as they are, the call [`Tensor::matmul`] makes for two matrices (so the same
-/// numbers). `op` names the caller in errors.
+/// mode's memory planning): one `gemm` call with the operands' strides as they are, the call
+/// [`Tensor::matmul`] makes for two matrices (so the same numbers). Without such a buffer it
+/// is [`Tensor::matmul`] itself, whose fresh output is not cleared before the product writes
+/// it. `op` names the caller in errors.
 pub fn product_into<T: GemmScalar>(
     x: &Tensor,
     w: &Tensor,
@@ -100,14 +101,14 @@ pub fn product_into<T: GemmScalar>(
     out: Option<Tensor>,
     op: &'static str,
 ) -> Result<Tensor> {
+    let mut result = match out {
+        Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
+        _ => return x.matmul(w),
+    };
     let (xs, xl) = x.cpu(op)?;
     let (ws, wl) = w.cpu(op)?;
     let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
     let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
-    let mut result = match out {
-        Some(t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => t,
-        _ => Tensor::zeros(&[m, n], T::DTYPE),
-    };
     gemm(
         MatMut::row_major(result.make_mut::<T>()?, m, n)?,
         lhs,
