@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Arguments: `mlp`, `lenet` or `infer`, the batch size (default 64), the number of profiled steps
-//! (default 200). Inputs are random data of MNIST's shape.
+//! (default 200), and `explain` to print the compiled training step's plan instead of timing it. Inputs are random data of MNIST's shape.
 
 #[allow(dead_code)]
 #[path = "../benches/modes/tandem.rs"]
@@ -44,6 +44,10 @@ fn main() {
             start.elapsed().as_secs_f64() * 1e6 / runs as f64
         );
         print!("{}", step.profile_infer(&x, runs));
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("explain") {
+        print!("{}", step.explain());
         return;
     }
     for _ in 0..20 {

@@ -225,6 +225,12 @@ impl GraphStep {
             .expect("graph profile")
     }
 
+    /// The compiled training step, one line per plan step (used by `examples/profile_step.rs`).
+    #[allow(dead_code)]
+    pub fn explain(&self) -> String {
+        self.train.plan().explain()
+    }
+
     /// Where the time of `runs` forward passes (inference) on `x` goes (used by
     /// `examples/profile_step.rs`, not by the benchmarks).
     #[allow(dead_code)]

@@ -780,13 +780,13 @@ fn elem_of(plan: &PlanGraph, node: &PlanNode) -> Option<Elem> {
 }
 
 /// Who reads each node: data users, and whether it is fetched or a control dependency.
-struct Uses {
+pub(crate) struct Uses {
     users: HashMap<usize, Vec<usize>>,
-    pinned: HashSet<usize>,
+    pub(crate) pinned: HashSet<usize>,
 }
 
 impl Uses {
-    fn of(plan: &PlanGraph) -> Uses {
+    pub(crate) fn of(plan: &PlanGraph) -> Uses {
         let mut users: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut pinned: HashSet<usize> = plan.outputs.iter().copied().collect();
         for id in plan.live() {
@@ -819,7 +819,7 @@ impl Uses {
     }
 
     /// The readers of `id` that read its data (not only its shape).
-    fn data_users(&self, plan: &PlanGraph, id: usize) -> Vec<usize> {
+    pub(crate) fn data_users(&self, plan: &PlanGraph, id: usize) -> Vec<usize> {
         self.users.get(&id).map_or_else(Vec::new, |u| {
             u.iter()
                 .copied()
@@ -846,7 +846,7 @@ fn shape_only_use(plan: &PlanGraph, user: usize, id: usize) -> bool {
 }
 
 /// Makes the shape-only reads of `old` (see [`shape_only_use`]) read `new` instead.
-fn move_shape_uses(plan: &mut PlanGraph, uses: &Uses, old: usize, new: usize) {
+pub(crate) fn move_shape_uses(plan: &mut PlanGraph, uses: &Uses, old: usize, new: usize) {
     let readers: Vec<usize> = uses.users.get(&old).cloned().unwrap_or_default();
     for u in readers {
         if !shape_only_use(plan, u, old) {

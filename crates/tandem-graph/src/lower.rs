@@ -1,16 +1,19 @@
 //! Lowering, run once after the optimizer passes: the 2-D float matrix products that no
-//! fusion took become [`MatMulKernel`] steps, and `g * cast(x > c)` (relu's gradient) becomes
-//! one [`MaskMul`] pass over memory instead of three. A kernel step receives an output buffer from
+//! fusion took become [`MatMulKernel`] steps, `g * cast(x > c)` (relu's gradient) becomes
+//! one [`MaskMul`] pass over memory instead of three, a convolution read only by a relu
+//! becomes one [`Conv2dRelu`] kernel, and relu's gradient mask after a max-pooling gradient
+//! ([`MaxPoolBackwardMask`]) joins that gradient's pass. A kernel step receives an output buffer from
 //! memory planning (a value that died earlier in the run, or its own buffer of the previous
 //! run, see [`crate::exec::Arena`]), so a training step's large products (a weight gradient
 //! is as big as the weight) are written into the same memory every run instead of a fresh
 //! allocation.
 
+use crate::fusion::{move_shape_uses, Uses};
 use crate::plan::{Kernel, PlanGraph, PlanOp};
 use std::sync::Arc;
 use tandem_ir::Op;
 use tandem_tensor::cpu::matmul::GemmScalar;
-use tandem_tensor::{BinaryOp, DType, Error, Result, Tensor};
+use tandem_tensor::{BinaryOp, Conv2dParams, DType, Error, Pool2dParams, Result, Tensor, UnaryOp};
 
 /// `x @ w` for 2-D `x [M, K]` and `w [K, N]` (f32 or f64): the same `gemm` call as
 /// [`Tensor::matmul`] (so the same numbers), written into the buffer it is given when that
@@ -144,11 +147,149 @@ pub fn lower_mask_muls(plan: &mut PlanGraph) -> bool {
     changed
 }
 
+/// `relu(conv2d(x, w, b?))` (inputs `[x, w]` or `[x, w, b]`): [`Tensor::conv2d_relu`], the
+/// activation applied to each sample's output while it is in cache, with the numbers of the
+/// two ops.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dRelu {
+    params: Conv2dParams,
+}
+
+impl Conv2dRelu {
+    /// The kernel for a convolution with these parameters.
+    pub fn new(params: Conv2dParams) -> Conv2dRelu {
+        Conv2dRelu { params }
+    }
+}
+
+impl Kernel for Conv2dRelu {
+    fn name(&self) -> &str {
+        "conv2d_relu"
+    }
+
+    fn run(&self, inputs: &[&Tensor], _out: Option<Tensor>) -> Result<Tensor> {
+        match *inputs {
+            [x, w] => x.conv2d_relu(w, None, &self.params),
+            [x, w, b] => x.conv2d_relu(w, Some(b), &self.params),
+            _ => Err(Error::Graph(format!(
+                "conv2d_relu: expects 2 or 3 inputs, got {}",
+                inputs.len()
+            ))),
+        }
+    }
+}
+
+/// `max_pool2d_backward(g, x) * cast(x > c)` (inputs `[g, x]`): the gradient of a max
+/// pooling whose input `x` is a relu's output, times that relu's gradient mask, in one pass
+/// ([`Tensor::max_pool2d_backward_masked`], the numbers of the two ops).
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPoolBackwardMask {
+    params: Pool2dParams,
+    threshold: f64,
+}
+
+impl MaxPoolBackwardMask {
+    /// The kernel for a pooling with these parameters and the mask `x > threshold`.
+    pub fn new(params: Pool2dParams, threshold: f64) -> MaxPoolBackwardMask {
+        MaxPoolBackwardMask { params, threshold }
+    }
+}
+
+impl Kernel for MaxPoolBackwardMask {
+    fn name(&self) -> &str {
+        "max_pool2d_backward_mask"
+    }
+
+    fn run(&self, inputs: &[&Tensor], _out: Option<Tensor>) -> Result<Tensor> {
+        let &[g, x] = inputs else {
+            return Err(Error::Graph(format!(
+                "max_pool2d_backward_mask: expects 2 inputs, got {}",
+                inputs.len()
+            )));
+        };
+        Tensor::max_pool2d_backward_masked(g, x, &self.params, self.threshold)
+    }
+}
+
+/// Replaces every `g * cast(x > c)` whose `g` is `max_pool2d_backward(gy, x)` (the same `x`,
+/// read by nothing else) by one [`MaxPoolBackwardMask`] kernel. `g * 0` and `0 * g` are the
+/// same numbers, so the product's operand order does not matter here. Returns whether
+/// anything changed.
+pub fn lower_pool_masks(plan: &mut PlanGraph) -> bool {
+    let uses = Uses::of(plan);
+    let mut changed = false;
+    for id in plan.live() {
+        let Some(([g, x], c, _)) = mask_mul_of(plan, id) else {
+            continue;
+        };
+        let Some(gnode) = plan.node(g) else { continue };
+        let PlanOp::Op(Op::MaxPool2dBackward(p)) = gnode.op else {
+            continue;
+        };
+        let fits = gnode.control.is_empty()
+            && matches!(gnode.inputs.as_slice(), &[_, x2] if x2 == x)
+            && !uses.pinned.contains(&g)
+            && uses.data_users(plan, g) == [id];
+        if !fits {
+            continue;
+        }
+        let gy = gnode.inputs[0];
+        if let Some(Some(n)) = plan.nodes.get_mut(id) {
+            n.op = PlanOp::Kernel(Arc::new(MaxPoolBackwardMask::new(p, c)));
+            n.inputs = vec![gy, x];
+            changed = true;
+        }
+        move_shape_uses(plan, &uses, g, id);
+        plan.remove(g);
+    }
+    changed
+}
+
+/// Replaces every f32/f64 `relu(conv2d(...))` whose convolution is read by nothing else (but
+/// for its shape) by one [`Conv2dRelu`] kernel. Returns whether anything changed.
+pub fn lower_conv_relus(plan: &mut PlanGraph) -> bool {
+    let uses = Uses::of(plan);
+    let mut changed = false;
+    for id in plan.live() {
+        let Some(node) = plan.node(id) else { continue };
+        let (PlanOp::Op(Op::Unary(UnaryOp::Relu)), &[conv]) = (&node.op, node.inputs.as_slice())
+        else {
+            continue;
+        };
+        let Some(cnode) = plan.node(conv) else {
+            continue;
+        };
+        let PlanOp::Op(Op::Conv2d(p)) = cnode.op else {
+            continue;
+        };
+        let fits = node.control.is_empty()
+            && cnode.control.is_empty()
+            && matches!(node.info.dtype, DType::F32 | DType::F64)
+            && cnode.info == node.info
+            && !uses.pinned.contains(&conv)
+            && uses.data_users(plan, conv) == [id];
+        if !fits {
+            continue;
+        }
+        let inputs = cnode.inputs.clone();
+        if let Some(Some(n)) = plan.nodes.get_mut(id) {
+            n.op = PlanOp::Kernel(Arc::new(Conv2dRelu::new(p)));
+            n.inputs = inputs;
+            changed = true;
+        }
+        move_shape_uses(plan, &uses, conv, id);
+        plan.remove(conv);
+    }
+    changed
+}
+
 /// Runs every lowering of this module. Returns whether anything changed.
 pub fn lower(plan: &mut PlanGraph) -> bool {
-    let a = lower_mask_muls(plan);
-    let b = lower_matmuls(plan);
-    a | b
+    let a = lower_pool_masks(plan);
+    let b = lower_mask_muls(plan);
+    let c = lower_conv_relus(plan);
+    let d = lower_matmuls(plan);
+    a | b | c | d
 }
 
 /// Replaces every 2-D f32/f64 `matmul` node without control inputs by a [`MatMulKernel`].

@@ -202,7 +202,7 @@ enum Rewrite {
     Replace(Op, Vec<usize>),
 }
 
-fn simplify(plan: &PlanGraph, id: usize) -> Option<Rewrite> {
+fn simplify(plan: &PlanGraph, id: usize, roots: &mut HashMap<usize, usize>) -> Option<Rewrite> {
     let node = plan.node(id)?;
     if !node.control.is_empty() {
         return None;
@@ -301,12 +301,77 @@ fn simplify(plan: &PlanGraph, id: usize) -> Option<Rewrite> {
                 .then(|| forward(x))
                 .flatten()
         }
-        Op::Expand(_) | Op::ExpandLike | Op::SumToLike => (node.info.concrete().is_some()
-            && same_info(x))
-        .then(|| forward(x))
-        .flatten(),
+        Op::Expand(_) | Op::ExpandLike | Op::SumToLike => {
+            // `sum_to_like(v, t)` and `expand_like(v, t)` pass `v` through when its shape is
+            // `t`'s: known when both are fully known, or when both follow one node's shape
+            // (a gradient has the shape of the value it belongs to, whatever the batch size).
+            let like_root = match op {
+                Op::Expand(_) => None,
+                _ => node
+                    .inputs
+                    .get(1)
+                    .map(|&t| shape_root(plan, t, SHAPE_DEPTH, roots)),
+            };
+            let same_shape = node.info.concrete().is_some()
+                || like_root.is_some_and(|r| r == shape_root(plan, x, SHAPE_DEPTH, roots));
+            (same_shape && same_info(x)).then(|| forward(x)).flatten()
+        }
         _ => None,
     }
+}
+
+/// How far [`shape_root`] follows a chain of inputs.
+const SHAPE_DEPTH: usize = 64;
+
+/// The node whose run-time shape `id`'s shape provably equals: the first node of the chain
+/// of ops whose output has the shape of an input (elementwise ops, the `*_like` ops, the
+/// gradients of pooling and convolution, which take the shape of the value they belong to).
+/// A binary op follows its operands when both lead to the same node. `roots` remembers the
+/// answers of one pass (a rewrite never changes a shape, so they stay true).
+fn shape_root(
+    plan: &PlanGraph,
+    id: usize,
+    depth: usize,
+    roots: &mut HashMap<usize, usize>,
+) -> usize {
+    if let Some(&r) = roots.get(&id) {
+        return r;
+    }
+    let Some(node) = plan.node(id) else {
+        return id;
+    };
+    if depth == 0 || !node.control.is_empty() {
+        return id;
+    }
+    let input = |k: usize| node.inputs.get(k).copied();
+    let next = match &node.op {
+        PlanOp::Identity => input(0),
+        PlanOp::Op(op) => match op {
+            Op::Unary(_) | Op::Cast(_) | Op::Scalar { .. } | Op::StopGradient => input(0),
+            Op::SumToLike
+            | Op::ExpandLike
+            | Op::ReshapeLike
+            | Op::MaxPool2dBackward(_)
+            | Op::AvgPool2dBackward(_)
+            | Op::AdaptiveAvgPool2dBackward => input(1),
+            Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_) => input(2),
+            Op::Binary(_) => match node.inputs.as_slice() {
+                &[a, b] => {
+                    let ra = shape_root(plan, a, depth - 1, roots);
+                    (ra == shape_root(plan, b, depth - 1, roots)).then_some(ra)
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let root = match next {
+        Some(n) if n != id => shape_root(plan, n, depth - 1, roots),
+        _ => id,
+    };
+    roots.insert(id, root);
+    root
 }
 
 impl Pass for AlgebraicSimplification {
@@ -316,8 +381,9 @@ impl Pass for AlgebraicSimplification {
 
     fn run(&self, plan: &mut PlanGraph) -> Result<bool> {
         let mut changed = false;
+        let mut roots = HashMap::new();
         for id in plan.live() {
-            match simplify(plan, id) {
+            match simplify(plan, id, &mut roots) {
                 Some(Rewrite::Forward(x)) => {
                     plan.replace_uses(id, x);
                     plan.remove(id);

@@ -202,3 +202,90 @@ fn kept_buffers_are_written_again_but_never_while_the_caller_holds_them() {
     assert_eq!(third[0].to_vec::<f32>().unwrap(), want(5));
     assert_eq!(second[0].to_vec::<f32>().unwrap(), want(3));
 }
+
+/// A small CNN (two conv + relu + max-pool blocks, the second without a bias and with an
+/// overlapping pooling) and the gradients of its parameters.
+fn cnn(fetch_conv: bool) -> (Graph, tandem_graph::Output, Vec<tandem_graph::Output>) {
+    use tandem_tensor::{Conv2dParams, Pool2dParams};
+    let g = Graph::new();
+    let x = g
+        .placeholder("x", DType::F32, &[None, Some(2), Some(9), Some(9)])
+        .unwrap();
+    let w1 = g
+        .variable("w1", tensor(&[3, 2, 3, 3], 31, DType::F32))
+        .unwrap();
+    let b1 = g.variable("b1", tensor(&[3], 32, DType::F32)).unwrap();
+    let w2 = g
+        .variable("w2", tensor(&[4, 3, 2, 2], 33, DType::F32))
+        .unwrap();
+    let w3 = g.variable("w3", tensor(&[2, 16], 34, DType::F32)).unwrap();
+    let pad = Conv2dParams {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    let c1 = g.conv2d(&x, &w1, Some(&b1), pad).unwrap();
+    let h = g
+        .max_pool2d(&g.relu(&c1).unwrap(), Pool2dParams::square(2, 2, 0))
+        .unwrap();
+    let c2 = g.conv2d(&h, &w2, None, Conv2dParams::default()).unwrap();
+    let h = g
+        .max_pool2d(&g.relu(&c2).unwrap(), Pool2dParams::square(2, 1, 0))
+        .unwrap();
+    let y = g.linear(&g.flatten(&h, 1, -1).unwrap(), &w3, None).unwrap();
+    let mut loss = g.sum(&g.square(&y).unwrap(), &[0, 1], false).unwrap();
+    if fetch_conv {
+        // The first convolution is read by something else than its relu.
+        let extra = g.sum(&c1, &[0, 1, 2, 3], false).unwrap();
+        loss = g.add(&loss, &extra).unwrap();
+    }
+    let mut grads: Vec<_> = g
+        .gradients(&[&loss], &[&w1, &b1, &w2, &w3], None)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    grads.push(loss);
+    (g, x, grads)
+}
+
+#[test]
+fn conv_relu_and_pool_mask_kernels_compute_what_the_ops_compute() {
+    for fetch_conv in [false, true] {
+        let (g, x, outs) = cnn(fetch_conv);
+        let fetches: Vec<&tandem_graph::Output> = outs.iter().collect();
+        let s = Session::new(&g).unwrap();
+        let plan = s.explain(&fetches, &[&x]).unwrap();
+        let count = |what: &str| plan.matches(&format!("[{what}]")).count();
+        // The relu masks join their pooling gradients; the shape-only sums between the
+        // gradient ops are gone (one stays after the product, whose batch size is not known
+        // to be the flattened input's). A convolution read only by its relu becomes one
+        // kernel. When the loss also reads the first convolution, that one stays, and its
+        // gradient (the masked pooling gradient plus the extra term) is one elementwise
+        // kernel after the pooling gradient instead.
+        let fused = if fetch_conv { 1 } else { 2 };
+        assert_eq!(count("max_pool2d_backward_mask"), fused, "{plan}");
+        assert_eq!(count("max_pool2d_backward"), 2 - fused, "{plan}");
+        assert_eq!(count("mask_mul"), 0, "{plan}");
+        let sums: Vec<&str> = plan
+            .lines()
+            .filter(|l| l.contains("[sum_to_like]"))
+            .collect();
+        assert!(sums.iter().all(|l| l.ends_with("[?, 16]")), "{plan}");
+        assert_eq!(count("conv2d_relu"), fused, "{plan}");
+        assert_eq!(count("conv2d"), 2 - fused, "{plan}");
+        let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
+        let run = s.callable(&fetches, &[&x]).unwrap();
+        for (i, batch) in [3usize, 3, 5, 1].into_iter().enumerate() {
+            let xs = tensor(&[batch, 2, 9, 9], 40 + i as u64, DType::F32);
+            let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
+            let got = run.run(std::slice::from_ref(&xs)).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(a.shape(), b.shape());
+                let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+                for (p, q) in a.iter().zip(&b) {
+                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+}

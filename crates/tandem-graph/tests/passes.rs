@@ -166,6 +166,49 @@ fn algebraic_simplification_removes_identities() {
     );
 }
 
+#[test]
+fn sum_to_like_of_a_value_of_the_same_shape_is_removed() {
+    // Shapes with an unknown batch size: `sum_to_like(v, t)` is the identity when `v` is
+    // computed with `t`'s shape (an elementwise function of it, a pooling gradient), and must
+    // stay when the two only share a static shape.
+    let g = Graph::new();
+    let x = g
+        .placeholder("x", DType::F32, &[None, Some(2), Some(4), Some(4)])
+        .unwrap();
+    let other = g
+        .placeholder("o", DType::F32, &[None, Some(2), Some(4), Some(4)])
+        .unwrap();
+    let r = g.relu(&x).unwrap();
+    let p = tandem_tensor::Pool2dParams::square(2, 2, 0);
+    let gy = g
+        .placeholder("gy", DType::F32, &[None, Some(2), Some(2), Some(2)])
+        .unwrap();
+    let d = g.emit(Op::MaxPool2dBackward(p), &[&gy, &r]).unwrap();
+    let d = g.mul(&d, &g.tanh(&r).unwrap()).unwrap();
+    let kept = g.sum_to_like(&d, &x).unwrap();
+    let summed = g.sum_to_like(&other, &x).unwrap();
+    let s = Session::new(&g).unwrap();
+    let mut pg = s.plan_graph(&[&kept, &summed], &[&x, &other, &gy]).unwrap();
+    while AlgebraicSimplification.run(&mut pg).unwrap() {}
+    Prune.run(&mut pg).unwrap();
+    let ops = ops_of(&pg);
+    assert_eq!(
+        ops.iter().filter(|o| *o == "sum_to_like").count(),
+        1,
+        "{ops:?}"
+    );
+    // The kept one sums a batch of 3 into a batch of 1 (feeds of different batch sizes).
+    let xs = Tensor::ones(&[1, 2, 4, 4], DType::F32);
+    let os = Tensor::ones(&[3, 2, 4, 4], DType::F32);
+    let gys = Tensor::ones(&[1, 2, 2, 2], DType::F32);
+    let out = s
+        .run(&[&kept, &summed], &[(&x, &xs), (&other, &os), (&gy, &gys)])
+        .unwrap();
+    assert_eq!(out[0].shape(), &[1, 2, 4, 4]);
+    assert_eq!(out[1].shape(), &[1, 2, 4, 4]);
+    assert!(out[1].to_vec::<f32>().unwrap().iter().all(|&v| v == 3.0));
+}
+
 /// One random op applied to the values built so far.
 #[derive(Clone, Debug)]
 enum Step {

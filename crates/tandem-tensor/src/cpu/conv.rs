@@ -446,13 +446,19 @@ fn as_f32_mut<T: GemmScalar>(v: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
 }
 
-/// Runs the direct kernel `f` into a new zeroed output of `len` elements, when `T` is `f32`
-/// (`None` otherwise).
+/// Runs the direct kernel `f` into a new output of `len` elements, when `T` is `f32` (`None`
+/// otherwise). The output is not cleared first: each direct kernel writes every element of
+/// its output (the forward pass and the input gradient every position of every plane, the
+/// weight gradient a copy of its first partial sum), which the tests check on a buffer filled
+/// with NaN.
 fn direct_into<T: GemmScalar>(
     len: usize,
     f: impl FnOnce(&mut [f32]) -> Result<()>,
 ) -> Option<Result<Vec<T>>> {
-    let mut out = vec![T::ZERO; len];
+    if TypeId::of::<T>() != TypeId::of::<f32>() {
+        return None;
+    }
+    let mut out = super::strided::output_vec::<T>(len);
     let o32 = as_f32_mut(&mut out)?;
     Some(f(o32).map(|()| out))
 }
@@ -466,6 +472,41 @@ pub fn conv2d<T: GemmScalar>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Result<Vec<T>> {
+    conv2d_act(x, weight, bias, g, false)
+}
+
+/// `relu(v)` as the relu op computes it: negative values become zero, NaN and `-0.0` stay.
+#[inline(always)]
+fn relu<T: GemmScalar>(v: T) -> T {
+    if v < T::ZERO {
+        T::ZERO
+    } else {
+        v
+    }
+}
+
+/// Applies [`relu`] to every element of `out`.
+pub(crate) fn relu_in_place<T: GemmScalar>(out: &mut [T]) {
+    dispatch(
+        #[inline(always)]
+        || {
+            for v in out.iter_mut() {
+                *v = relu(*v);
+            }
+        },
+    );
+}
+
+/// [`conv2d`], followed by relu when `relu` is set: each sample's (or group of samples')
+/// output gets the activation right after it is computed, while it is still in cache, with
+/// the numbers of the relu op.
+pub fn conv2d_act<T: GemmScalar>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    relu: bool,
+) -> Result<Vec<T>> {
     g.check_len("input", x.len(), g.n * g.in_sample())?;
     g.check_len("weight", weight.len(), g.o * g.kg())?;
     if let Some(b) = bias {
@@ -474,21 +515,22 @@ pub fn conv2d<T: GemmScalar>(
     if let (Some(x32), Some(w32)) = (as_f32(x), as_f32(weight)) {
         if conv_direct::worthwhile(g, false) {
             let b32 = bias.and_then(as_f32);
-            let run = |o: &mut [f32]| conv_direct::forward(x32, w32, b32, g, o);
+            let run = |o: &mut [f32]| conv_direct::forward(x32, w32, b32, g, o, relu);
             if let Some(out) = direct_into(g.n * g.out_sample(), run) {
                 return out;
             }
         }
     }
-    im2col_conv2d(x, weight, bias, g)
+    im2col_conv2d(x, weight, bias, g, relu)
 }
 
-/// [`conv2d`] by im2col + `gemm` (any stride, element type and CPU).
+/// [`conv2d_act`] by im2col + `gemm` (any stride, element type and CPU).
 pub(crate) fn im2col_conv2d<T: GemmScalar>(
     x: &[T],
     weight: &[T],
     bias: Option<&[T]>,
     g: &ConvGeom,
+    relu: bool,
 ) -> Result<Vec<T>> {
     let (p, kg, cg_len) = (g.p(), g.kg(), g.cg() * g.h * g.w);
     let (og, out_sample) = (g.og(), g.out_sample());
@@ -528,6 +570,9 @@ pub(crate) fn im2col_conv2d<T: GemmScalar>(
                     }
                 }
             }
+            if relu {
+                relu_in_place(outs);
+            }
             return Ok(());
         }
         let out_n = outs;
@@ -554,6 +599,9 @@ pub(crate) fn im2col_conv2d<T: GemmScalar>(
                 bias.is_some(),
                 threads,
             )?;
+        }
+        if relu {
+            relu_in_place(out_n);
         }
         Ok(())
     })?;

@@ -275,13 +275,14 @@ impl Plan {
 }
 
 /// Forward convolution (stride 1) into the contiguous `[N, O, oh, ow]` output `out`, plus
-/// `bias`. The caller checked the buffer lengths against `g` and [`worthwhile`].
+/// `bias`, then relu when `relu` is set (each sample right after its tiles). The caller checked the buffer lengths against `g` and [`worthwhile`].
 pub(crate) fn forward(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
     g: &ConvGeom,
     out: &mut [f32],
+    relu: bool,
 ) -> Result<()> {
     let plan = Plan::forward(g);
     let k = plan.taps();
@@ -294,6 +295,7 @@ pub(crate) fn forward(
         out,
         |s| &x[s * in_sample..(s + 1) * in_sample],
         bias,
+        relu,
     )
 }
 
@@ -321,6 +323,7 @@ pub(crate) fn input_grad(
         dx,
         |s| &grad_out[s * out_sample..(s + 1) * out_sample],
         None,
+        false,
     )
 }
 
@@ -345,6 +348,7 @@ fn run_forward<'a>(
     out: &mut [f32],
     input: impl Fn(usize) -> &'a [f32] + Sync,
     bias: Option<&[f32]>,
+    relu: bool,
 ) -> Result<()> {
     let plane = plan.oh * plan.ow;
     let out_sample = plan.groups * plan.cout * plane;
@@ -392,6 +396,9 @@ fn run_forward<'a>(
                         out_g,
                     );
                 }
+            }
+            if relu {
+                super::conv::relu_in_place(out_n);
             }
         }
     });
@@ -752,16 +759,27 @@ mod tests {
                         }
                     };
                     assert!(worthwhile(&g, false), "{input:?} {wshape:?}");
-                    let mut y = vec![0.0; go.len()];
-                    forward(&x, &w, Some(&b), &g, &mut y).unwrap();
-                    let y_ref = super::super::conv::im2col_conv2d(&x, &w, Some(&b), &g).unwrap();
+                    // Outputs start as NaN: every element must be written.
+                    let mut y = vec![f32::NAN; go.len()];
+                    forward(&x, &w, Some(&b), &g, &mut y, false).unwrap();
+                    let y_ref =
+                        super::super::conv::im2col_conv2d(&x, &w, Some(&b), &g, false).unwrap();
                     close(&y, &y_ref, "forward");
-                    let mut dw = vec![0.0; w.len()];
+                    // With relu: the same outputs, negative ones zero (bit for bit).
+                    let mut y_relu = vec![f32::NAN; go.len()];
+                    forward(&x, &w, Some(&b), &g, &mut y_relu, true).unwrap();
+                    let want: Vec<u32> = y
+                        .iter()
+                        .map(|&v| if v < 0.0 { 0.0f32 } else { v }.to_bits())
+                        .collect();
+                    let got: Vec<u32> = y_relu.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want, "forward + relu {input:?} {wshape:?}");
+                    let mut dw = vec![f32::NAN; w.len()];
                     weight_grad(&x, &go, &g, &mut dw).unwrap();
                     let dw_ref = super::super::conv::im2col_weight_grad(&x, &go, &g).unwrap();
                     close(&dw, &dw_ref, "weight grad");
                     if worthwhile(&g, true) {
-                        let mut dx = vec![0.0; x.len()];
+                        let mut dx = vec![f32::NAN; x.len()];
                         input_grad(&go, &w, &g, &mut dx).unwrap();
                         let dx_ref = super::super::conv::im2col_input_grad(&go, &w, &g).unwrap();
                         close(&dx, &dx_ref, "input grad");

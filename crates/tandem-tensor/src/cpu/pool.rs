@@ -272,17 +272,38 @@ pub fn max_pool2d<T: Float>(x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
 /// Gradient of [`max_pool2d`]: each output gradient goes to its window's maximum
 /// (recomputed from `x`), summed where windows overlap.
 pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> Result<Vec<T>> {
+    max_pool2d_backward_masked(grad_out, x, g, None)
+}
+
+/// [`max_pool2d_backward`] times `cast(x > threshold)` when a threshold is given: the
+/// gradient of max pooling followed by the gradient mask of the relu that produced `x` (whose
+/// output is `x`). Each plane's gradient is multiplied by its mask (`d * 1` or `d * 0`, the
+/// numbers of the two ops one after the other, NaN and signed zeros included) right after it
+/// is computed, while it is still in cache.
+pub fn max_pool2d_backward_masked<T: Float>(
+    grad_out: &[T],
+    x: &[T],
+    g: &PoolGeom,
+    threshold: Option<T>,
+) -> Result<Vec<T>> {
     let op = "max_pool2d_backward";
     g.check(op, "input", x.len(), g.in_plane())?;
     g.check(op, "grad_out", grad_out.len(), g.out_plane())?;
-    let mut dx = vec![T::ZERO; x.len()];
+    let fast = g.is_2x2();
+    // Disjoint 2x2 windows that tile the plane write every input position (the gradient or
+    // zero): no clearing pass first. Otherwise positions outside every window stay zero and
+    // overlapping windows add up.
+    let mut dx = if fast && 2 * g.oh == g.h && 2 * g.ow == g.w {
+        super::strided::output_vec::<T>(x.len())
+    } else {
+        vec![T::ZERO; x.len()]
+    };
     let (ip, opl) = (g.in_plane(), g.out_plane());
     if opl == 0 || ip == 0 {
         return Ok(dx);
     }
-    let fast = g.is_2x2();
     let taps = Taps::new(g);
-    let work = |((dx, x), go): ((&mut [T], &[T]), &[T])| {
+    let plane_backward = |dx: &mut [T], x: &[T], go: &[T]| {
         if fast {
             // Disjoint 2x2 windows: each of the four inputs of a window gets the gradient or
             // zero, chosen without branches so that the loop vectorizes (same first-maximum
@@ -310,6 +331,12 @@ pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> R
             }
         }
     };
+    let work = |((dx, x), go): ((&mut [T], &[T]), &[T])| {
+        plane_backward(dx, x, go);
+        if let Some(t) = threshold {
+            mask_plane(dx, x, t);
+        }
+    };
     if x.len() >= PARALLEL_THRESHOLD {
         let per = planes_per_task(dx.len() / ip);
         par::for_each_chunk(&mut dx, per * ip, |t, d| {
@@ -325,6 +352,18 @@ pub fn max_pool2d_backward<T: Float>(grad_out: &[T], x: &[T], g: &PoolGeom) -> R
             .for_each(work);
     }
     Ok(dx)
+}
+
+/// `d[i] = d[i] * cast(x[i] > t)`, in `d`'s dtype.
+fn mask_plane<T: Float>(d: &mut [T], x: &[T], t: T) {
+    dispatch(
+        #[inline(always)]
+        || {
+            for (d, &v) in d.iter_mut().zip(x) {
+                *d = *d * if v > t { T::ONE } else { T::ZERO };
+            }
+        },
+    );
 }
 
 /// One output row of the 2x2 max-pool gradient: `grow[i]` goes to the first maximum of

@@ -79,11 +79,12 @@ pub(crate) fn run_float(
     }
 }
 
-struct Forward<'a>(&'a ConvGeom, bool);
+/// The forward convolution: geometry, whether a bias is given, whether relu follows.
+struct Forward<'a>(&'a ConvGeom, bool, bool);
 impl FloatKernel for Forward<'_> {
     fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
         let bias = if self.1 { i.get(2).copied() } else { None };
-        conv::conv2d(i[0], i[1], bias, self.0)
+        conv::conv2d_act(i[0], i[1], bias, self.0, self.2)
     }
 }
 
@@ -133,6 +134,36 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: &Conv2dParams,
     ) -> Result<Tensor> {
+        self.conv2d_act(weight, bias, p, false)
+    }
+
+    /// `relu(conv2d(x, weight, bias))` in one kernel: each sample's output gets the
+    /// activation right after it is computed, while it is still in cache, with the numbers of
+    /// the two ops one after the other (CUDA tensors run the two ops).
+    ///
+    /// ```
+    /// use tandem_tensor::{Conv2dParams, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, -4.0], &[1, 1, 2, 2]).unwrap();
+    /// let w = Tensor::from_vec(vec![1.0f32], &[1, 1, 1, 1]).unwrap();
+    /// let y = x.conv2d_relu(&w, None, &Conv2dParams::default()).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 0.0, 3.0, 0.0]);
+    /// ```
+    pub fn conv2d_relu(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
+        self.conv2d_act(weight, bias, p, true)
+    }
+
+    fn conv2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+        relu: bool,
+    ) -> Result<Tensor> {
         let g = ConvGeom::new("conv2d", self.shape(), weight.shape(), p)?;
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
@@ -148,13 +179,24 @@ impl Tensor {
         }
         #[cfg(feature = "cuda")]
         if inputs.iter().any(|t| t.device().is_cuda()) {
-            return crate::cuda::conv2d(self, weight, bias, &g);
+            let y = crate::cuda::conv2d(self, weight, bias, &g)?;
+            return if relu {
+                y.unary(crate::UnaryOp::Relu)
+            } else {
+                Ok(y)
+            };
+        }
+        if relu && !matches!(self.dtype(), DType::F32 | DType::F64) {
+            // Half types compute in f32: the relu runs after the rounding, as the ops do.
+            return self
+                .conv2d_act(weight, bias, p, false)?
+                .unary(crate::UnaryOp::Relu);
         }
         run_float(
             "conv2d",
             &inputs,
             &g.output_shape(),
-            &Forward(&g, bias.is_some()),
+            &Forward(&g, bias.is_some(), relu),
         )
     }
 
@@ -576,5 +618,69 @@ mod tests {
             &p
         )
         .is_err());
+    }
+
+    /// `conv2d_relu` is the convolution then the relu op, bit for bit: on the direct kernels
+    /// (stride 1, f32), on im2col + gemm (stride 2, f64, one sample), without a bias, and for
+    /// f16 (computed as the two ops).
+    #[test]
+    fn conv2d_relu_is_the_two_ops() {
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.cast(DType::F64)
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let stride = |s| Conv2dParams {
+            stride: [s, s],
+            padding: [1, 1],
+            ..Default::default()
+        };
+        let cases = [
+            (
+                [4usize, 3, 12, 12],
+                [5usize, 3, 3, 3],
+                stride(1),
+                DType::F32,
+            ),
+            ([3, 2, 9, 7], [4, 2, 3, 3], stride(2), DType::F32),
+            ([1, 2, 9, 7], [4, 2, 3, 3], stride(1), DType::F64),
+            ([2, 2, 6, 6], [3, 2, 3, 3], stride(1), DType::F16),
+        ];
+        for (i, (xs, ws, p, dtype)) in cases.into_iter().enumerate() {
+            let t = |shape: &[usize], seed| {
+                let n = shape.iter().product();
+                Tensor::from_vec(values(seed, n), shape)
+                    .unwrap()
+                    .cast(dtype)
+                    .unwrap()
+            };
+            let (x, w, b) = (t(&xs, i as u64), t(&ws, 10 + i as u64), t(&ws[..1], 20));
+            for bias in [Some(&b), None] {
+                let ops = x.conv2d(&w, bias, &p).unwrap();
+                let fused = x.conv2d_relu(&w, bias, &p).unwrap();
+                let want = ops.unary(crate::UnaryOp::Relu).unwrap();
+                assert_eq!(fused.dtype(), dtype);
+                assert_eq!(fused.shape(), want.shape());
+                assert_eq!(
+                    bits(&fused),
+                    bits(&want),
+                    "case {i}, bias {}",
+                    bias.is_some()
+                );
+                let v = fused.cast(DType::F64).unwrap().to_vec::<f64>().unwrap();
+                assert!(v.contains(&0.0) && v.iter().any(|&a| a > 0.0));
+            }
+        }
+        // Errors are the convolution's.
+        let x = Tensor::zeros(&[1, 3, 8, 8], DType::F32);
+        let e = x
+            .conv2d_relu(&Tensor::zeros(&[4, 2, 3, 3], DType::F32), None, &stride(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("conv2d"), "{e}");
     }
 }

@@ -57,6 +57,7 @@ fn adaptive_geom(
 enum Kind {
     Max,
     MaxBackward,
+    MaxBackwardMasked(f64),
     Avg,
     AvgBackward,
     Adaptive(usize, [usize; 2], [usize; 2]),
@@ -74,6 +75,9 @@ impl FloatKernel for Pool<'_> {
         match self.0 {
             Kind::Max => pool::max_pool2d(i[0], geom()?),
             Kind::MaxBackward => pool::max_pool2d_backward(i[0], i[1], geom()?),
+            Kind::MaxBackwardMasked(t) => {
+                pool::max_pool2d_backward_masked(i[0], i[1], geom()?, Some(T::from_f64(t)))
+            }
             Kind::Avg => pool::avg_pool2d(i[0], geom()?),
             Kind::AvgBackward => pool::avg_pool2d_backward(i[0], geom()?),
             Kind::Adaptive(planes, hw, out) => pool::adaptive_avg_pool2d(i[0], planes, hw, out),
@@ -136,6 +140,47 @@ impl Tensor {
             &[grad_out, input],
             input.shape(),
             &Pool(Kind::MaxBackward, Some(&g)),
+        )
+    }
+
+    /// `max_pool2d_backward(grad_out, input) * cast(input > threshold)` in one pass: the
+    /// gradient of max pooling followed by relu's gradient mask, where `input` is the relu's
+    /// output (relu's mask `cast(y > 0)` reads its input or, the same values, its output).
+    /// The numbers of the two ops one after the other (`d * 1` or `d * 0` per element), which
+    /// CUDA tensors run.
+    ///
+    /// ```
+    /// use tandem_tensor::{Pool2dParams, Tensor};
+    /// let x = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], &[2, 1, 2, 2])
+    ///     .unwrap();
+    /// let g = Tensor::from_vec(vec![5.0f32, 7.0], &[2, 1, 1, 1]).unwrap();
+    /// let p = Pool2dParams::square(2, 2, 0);
+    /// let d = Tensor::max_pool2d_backward_masked(&g, &x, &p, 0.0).unwrap();
+    /// // The first window's maximum is 0: relu's gradient is zero there.
+    /// assert_eq!(d.to_vec::<f32>().unwrap(), vec![0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 0.0, 0.0]);
+    /// ```
+    pub fn max_pool2d_backward_masked(
+        grad_out: &Tensor,
+        input: &Tensor,
+        p: &Pool2dParams,
+        threshold: f64,
+    ) -> Result<Tensor> {
+        let op = "max_pool2d_backward";
+        let g = PoolGeom::new(op, input.shape(), p)?;
+        check_grad_out(op, grad_out, &out_shape(input.shape(), &g))?;
+        #[cfg(feature = "cuda")]
+        if grad_out.device().is_cuda() || input.device().is_cuda() {
+            let d = Tensor::max_pool2d_backward(grad_out, input, p)?;
+            let mask = input
+                .scalar_op(crate::BinaryOp::Gt, threshold, false)?
+                .cast(d.dtype())?;
+            return d.mul(&mask);
+        }
+        run_float(
+            op,
+            &[grad_out, input],
+            input.shape(),
+            &Pool(Kind::MaxBackwardMasked(threshold), Some(&g)),
         )
     }
 
@@ -521,5 +566,69 @@ mod tests {
             &Pool2dParams::square(2, 2, 0)
         )
         .is_err());
+    }
+
+    /// `max_pool2d_backward_masked` is the pooling gradient times `cast(x > t)`, bit for bit:
+    /// 2x2 windows (f32 and f64), overlapping padded windows (gradients that add up), a NaN in
+    /// the input and in the gradient, zeros and negative values, two thresholds.
+    #[test]
+    fn masked_backward_is_the_pool_gradient_times_the_mask() {
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.cast(DType::F64)
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let cases = [
+            ([3usize, 4, 8, 10], Pool2dParams::square(2, 2, 0)),
+            ([2, 3, 7, 9], Pool2dParams::square(3, 2, 1)),
+            ([2, 3, 6, 6], Pool2dParams::square(2, 1, 0)),
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            for (shape, p) in &cases {
+                let n: usize = shape.iter().product();
+                // Relu outputs: many zeros, a NaN, no negatives; ties in many windows.
+                let mut xv: Vec<f64> = values(1, n).iter().map(|v| v.max(0.0)).collect();
+                xv[5] = f64::NAN;
+                let x = Tensor::from_vec(xv, shape).unwrap().cast(dtype).unwrap();
+                let y = x.max_pool2d(p).unwrap();
+                let mut gv = values(2, y.numel());
+                gv[3] = f64::NAN;
+                gv[4] = -0.0;
+                let g = Tensor::from_vec(gv, y.shape())
+                    .unwrap()
+                    .cast(dtype)
+                    .unwrap();
+                for t in [0.0, 0.25] {
+                    let d = Tensor::max_pool2d_backward(&g, &x, p).unwrap();
+                    let mask = x
+                        .scalar_op(crate::BinaryOp::Gt, t, false)
+                        .unwrap()
+                        .cast(dtype)
+                        .unwrap();
+                    let want = d.mul(&mask).unwrap();
+                    let got = Tensor::max_pool2d_backward_masked(&g, &x, p, t).unwrap();
+                    assert_eq!(got.dtype(), dtype);
+                    assert_eq!(bits(&got), bits(&want), "{dtype} {shape:?} {p:?} t={t}");
+                }
+            }
+        }
+        // A gradient of the wrong shape: the pooling gradient's error.
+        let x = Tensor::zeros(&[1, 2, 4, 4], DType::F32);
+        let e = Tensor::max_pool2d_backward_masked(
+            &Tensor::zeros(&[1, 2, 3, 3], DType::F32),
+            &x,
+            &Pool2dParams::square(2, 2, 0),
+            0.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_pool2d_backward") && e.contains("[1, 2, 2, 2]"),
+            "{e}"
+        );
     }
 }
