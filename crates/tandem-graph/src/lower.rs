@@ -2,8 +2,8 @@
 //! fusion took become [`MatMulKernel`] steps, `g * cast(x > c)` (relu's gradient) becomes
 //! one [`MaskMul`] pass over memory instead of three, a convolution read only by a relu
 //! becomes one [`Conv2dRelu`] kernel, and relu's gradient mask after a max-pooling gradient
-//! ([`MaxPoolBackwardMask`]) joins that gradient's pass. A kernel step receives an output buffer from
-//! memory planning (a value that died earlier in the run, or its own buffer of the previous
+//! joins that gradient's pass ([`MaxPoolBackwardMask`]). A kernel step receives an output
+//! buffer from memory planning (a value that died earlier in the run, or its own buffer of the previous
 //! run, see [`crate::exec::Arena`]), so a training step's large products (a weight gradient
 //! is as big as the weight) are written into the same memory every run instead of a fresh
 //! allocation.
@@ -223,17 +223,19 @@ pub fn lower_pool_masks(plan: &mut PlanGraph) -> bool {
             continue;
         };
         let Some(gnode) = plan.node(g) else { continue };
-        let PlanOp::Op(Op::MaxPool2dBackward(p)) = gnode.op else {
+        let (PlanOp::Op(Op::MaxPool2dBackward(p)), &[gy, pooled]) =
+            (&gnode.op, gnode.inputs.as_slice())
+        else {
             continue;
         };
-        let fits = gnode.control.is_empty()
-            && matches!(gnode.inputs.as_slice(), &[_, x2] if x2 == x)
+        let p = *p;
+        let fits = pooled == x
+            && gnode.control.is_empty()
             && !uses.pinned.contains(&g)
             && uses.data_users(plan, g) == [id];
         if !fits {
             continue;
         }
-        let gy = gnode.inputs[0];
         if let Some(Some(n)) = plan.nodes.get_mut(id) {
             n.op = PlanOp::Kernel(Arc::new(MaxPoolBackwardMask::new(p, c)));
             n.inputs = vec![gy, x];
