@@ -625,15 +625,7 @@ mod tests {
     /// f16 (computed as the two ops).
     #[test]
     fn conv2d_relu_is_the_two_ops() {
-        let bits = |t: &Tensor| -> Vec<u64> {
-            t.cast(DType::F64)
-                .unwrap()
-                .to_vec::<f64>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
+        let bits = crate::ops::bits;
         let stride = |s| Conv2dParams {
             stride: [s, s],
             padding: [1, 1],

@@ -365,13 +365,7 @@ mod tests {
     fn two_matrices_take_the_direct_path_with_the_batched_numbers() {
         // Two matrices go to the kernel with their own layouts; the same product as one
         // matrix of a batch (which goes through the broadcast plan) gives the same bits.
-        let bits = |t: &Tensor| -> Vec<u64> {
-            t.to_f64_vec()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
+        let bits = crate::ops::bits;
         let sliced = operand(&[9, 40], DType::F32, 0, 12)
             .narrow(0, 2, 5)
             .unwrap()

@@ -127,20 +127,7 @@ impl Tensor {
         input: &Tensor,
         p: &Pool2dParams,
     ) -> Result<Tensor> {
-        let op = "max_pool2d_backward";
-        let g = PoolGeom::new(op, input.shape(), p)?;
-        check_grad_out(op, grad_out, &out_shape(input.shape(), &g))?;
-        #[cfg(feature = "cuda")]
-        if grad_out.device().is_cuda() || input.device().is_cuda() {
-            let kind = crate::cuda::PoolKind::MaxBackward;
-            return crate::cuda::pool(op, kind, &[grad_out, input], &g, input.shape());
-        }
-        run_float(
-            op,
-            &[grad_out, input],
-            input.shape(),
-            &Pool(Kind::MaxBackward, Some(&g)),
-        )
+        Tensor::max_backward(grad_out, input, p, None)
     }
 
     /// `max_pool2d_backward(grad_out, input) * cast(input > threshold)` in one pass: the
@@ -165,23 +152,36 @@ impl Tensor {
         p: &Pool2dParams,
         threshold: f64,
     ) -> Result<Tensor> {
+        Tensor::max_backward(grad_out, input, p, Some(threshold))
+    }
+
+    /// The max-pooling gradient, masked by `cast(input > threshold)` when one is given.
+    fn max_backward(
+        grad_out: &Tensor,
+        input: &Tensor,
+        p: &Pool2dParams,
+        threshold: Option<f64>,
+    ) -> Result<Tensor> {
         let op = "max_pool2d_backward";
         let g = PoolGeom::new(op, input.shape(), p)?;
         check_grad_out(op, grad_out, &out_shape(input.shape(), &g))?;
         #[cfg(feature = "cuda")]
         if grad_out.device().is_cuda() || input.device().is_cuda() {
-            let d = Tensor::max_pool2d_backward(grad_out, input, p)?;
+            let kind = crate::cuda::PoolKind::MaxBackward;
+            let d = crate::cuda::pool(op, kind, &[grad_out, input], &g, input.shape())?;
+            let Some(t) = threshold else {
+                return Ok(d);
+            };
             let mask = input
-                .scalar_op(crate::BinaryOp::Gt, threshold, false)?
+                .scalar_op(crate::BinaryOp::Gt, t, false)?
                 .cast(d.dtype())?;
             return d.mul(&mask);
         }
-        run_float(
-            op,
-            &[grad_out, input],
-            input.shape(),
-            &Pool(Kind::MaxBackwardMasked(threshold), Some(&g)),
-        )
+        let kind = match threshold {
+            Some(t) => Kind::MaxBackwardMasked(t),
+            None => Kind::MaxBackward,
+        };
+        run_float(op, &[grad_out, input], input.shape(), &Pool(kind, Some(&g)))
     }
 
     /// Average pooling over an NCHW tensor with zero padding. The divisor is the window size
@@ -573,15 +573,7 @@ mod tests {
     /// the input and in the gradient, zeros and negative values, two thresholds.
     #[test]
     fn masked_backward_is_the_pool_gradient_times_the_mask() {
-        let bits = |t: &Tensor| -> Vec<u64> {
-            t.cast(DType::F64)
-                .unwrap()
-                .to_vec::<f64>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
+        let bits = crate::ops::bits;
         let cases = [
             ([3usize, 4, 8, 10], Pool2dParams::square(2, 2, 0)),
             ([2, 3, 7, 9], Pool2dParams::square(3, 2, 1)),
