@@ -248,6 +248,19 @@ fn optimizer_kernels_match_the_cpu() {
             assert_close("rmsprop sq", &gs, &s, tl);
         }
     }
+    // Subnormal state is stored as zero on the GPU as on the CPU (f32: 1e-38 decays to a
+    // subnormal and is flushed, 1e-37 stays normal).
+    let c = AdamConfig::default();
+    let f = |v: &[f32]| Tensor::from_slice(v, &[v.len()]).unwrap();
+    let (mut p, mut m, mut v) = (f(&[1.0, 1.0]), f(&[1e-38, 1e-37]), f(&[1e-38, 1.0]));
+    let (mut gp, mut gm, mut gv) = (to_gpu(&p), to_gpu(&m), to_gpu(&v));
+    let g = f(&[0.0, 0.0]);
+    adam_step(&mut p, &g, &mut m, &mut v, 3, &c).unwrap();
+    adam_step(&mut gp, &to_gpu(&g), &mut gm, &mut gv, 3, &c).unwrap();
+    assert_eq!(m.to_vec::<f32>().unwrap()[0], 0.0);
+    assert_eq!(v.to_vec::<f32>().unwrap()[0], 0.0);
+    assert_close("flushed adam m", &gm, &m, 0.0);
+    assert_close("flushed adam v", &gv, &v, 0.0);
     // A parameter on the GPU with a gradient on the CPU names both devices.
     let mut p = to_gpu(&Tensor::ones(&[3], DType::F32));
     let e = sgd_step(

@@ -192,9 +192,15 @@ pub(crate) fn rmsprop(
 
 /// Source of the optimizer kernels on `dtype` (f32 or f64).
 pub(crate) fn optim_source(dtype: DType) -> String {
-    let sqrt = if dtype == DType::F64 { "sqrt" } else { "sqrtf" };
+    let (sqrt, tiny) = if dtype == DType::F64 {
+        ("sqrt", "2.2250738585072014e-308")
+    } else {
+        ("sqrtf", "1.17549435e-38f")
+    };
+    // TDM_FLUSH: the CPU kernels' flush of subnormal optimizer state (ops/optim.rs).
     let d = format!(
-        "{}#define TDM_SQRT(x) {sqrt}(x)\n",
+        "{}#define TDM_SQRT(x) {sqrt}(x)\n#define TDM_TINY ((A_C){tiny})\n\
+         #define TDM_FLUSH(x) (((x) < TDM_TINY && -(x) < TDM_TINY) ? (A_C)0 : (x))\n",
         dtype_defines("A", dtype)
     );
     assemble(&d, BODY)

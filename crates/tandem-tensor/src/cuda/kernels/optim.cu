@@ -1,5 +1,6 @@
 // Fused optimizer updates over contiguous parameters and state (same formulas as
-// ops/optim.rs, computed in the parameter's precision). One thread per element.
+// ops/optim.rs, computed in the parameter's precision, subnormal state stored as zero like
+// there). One thread per element.
 
 extern "C" __global__ void tdm_adam(A_T* p, const A_T* g, A_T* m, A_T* v, long long n, double b1,
                                     double b2, double step_size, double bc2s, double eps,
@@ -12,8 +13,8 @@ extern "C" __global__ void tdm_adam(A_T* p, const A_T* g, A_T* m, A_T* v, long l
         if (l2) gi += WD * pi;
         if (decoupled) pi *= D;
         A_C mi0 = A_LOAD(m[i]);
-        A_C mi = mi0 + (one - B1) * (gi - mi0);
-        A_C vi = B2 * A_LOAD(v[i]) + (one - B2) * gi * gi;
+        A_C mi = TDM_FLUSH(mi0 + (one - B1) * (gi - mi0));
+        A_C vi = TDM_FLUSH(B2 * A_LOAD(v[i]) + (one - B2) * gi * gi);
         m[i] = A_STORE(mi);
         v[i] = A_STORE(vi);
         p[i] = A_STORE(pi - S * mi / (TDM_SQRT(vi) / BC + E));
@@ -29,7 +30,7 @@ extern "C" __global__ void tdm_sgd(A_T* p, const A_T* g, A_T* buf, long long n, 
         A_C pi = A_LOAD(p[i]);
         A_C d = A_LOAD(g[i]) + WD * pi;
         if (buf) {
-            A_C b = first_step ? d : MOM * A_LOAD(buf[i]) + (one - DAMP) * d;
+            A_C b = TDM_FLUSH(first_step ? d : MOM * A_LOAD(buf[i]) + (one - DAMP) * d);
             buf[i] = A_STORE(b);
             A_C step = nesterov ? d + MOM * b : b;
             p[i] = A_STORE(pi - LR * step);
@@ -48,19 +49,19 @@ extern "C" __global__ void tdm_rmsprop(A_T* p, const A_T* g, A_T* sq, A_T* buf, 
     TDM_GRID_STRIDE(i, n) {
         A_C pi = A_LOAD(p[i]);
         A_C gi = A_LOAD(g[i]) + WD * pi;
-        A_C s = AL * A_LOAD(sq[i]) + (one - AL) * gi * gi;
+        A_C s = TDM_FLUSH(AL * A_LOAD(sq[i]) + (one - AL) * gi * gi);
         sq[i] = A_STORE(s);
         A_C avg;
         if (gavg) {
             A_C a0 = A_LOAD(gavg[i]);
-            A_C a = a0 + (one - AL) * (gi - a0);
+            A_C a = TDM_FLUSH(a0 + (one - AL) * (gi - a0));
             gavg[i] = A_STORE(a);
             avg = TDM_SQRT(s - a * a) + E;
         } else {
             avg = TDM_SQRT(s) + E;
         }
         if (buf) {
-            A_C b = MOM * A_LOAD(buf[i]) + gi / avg;
+            A_C b = TDM_FLUSH(MOM * A_LOAD(buf[i]) + gi / avg);
             buf[i] = A_STORE(b);
             p[i] = A_STORE(pi - LR * b);
         } else {
