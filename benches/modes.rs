@@ -16,7 +16,11 @@
 //! - W6 `W6_mlp_infer/b1`: W1's MLP forward on one input.
 //!
 //! Inputs of W1/W3/W6 are the first training images and labels of MNIST when `MNIST_DIR` is
-//! set, deterministic random data of the same shapes otherwise; W2 (one epoch plus accuracy)
+//! set, deterministic random data of the same shapes otherwise. A W1/W3 model cycles through
+//! the first 100 batches (58 at batch 1024) and is replaced by a fresh one (not timed) every
+//! 1,000 steps, so that the measured steps are early training steps, like the Python peers'
+//! (a model trained for tens of thousands of steps on a few batches memorizes them until its
+//! gradients underflow into subnormal numbers). W2 (one epoch plus accuracy)
 //! does not fit criterion and is `cargo run --release --example bench_epoch`. Run with
 //! `RAYON_NUM_THREADS=2 cargo bench --bench modes` (candle's CPU matmul also uses rayon's
 //! pool); the whole suite takes about 5-8 minutes on 2 cores.
@@ -32,7 +36,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use modes_tandem as td;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tandem::tensor::{BinaryOp, Tensor};
 
 /// Deterministic values in [-1, 1).
@@ -55,23 +59,87 @@ fn labels(n: usize) -> Vec<u32> {
 /// `batch` images (pixels in [0, 1], row-major `[batch, 784]`) and labels: the first ones of
 /// MNIST's training set when `MNIST_DIR` is set, [`values`] / [`labels`] otherwise.
 fn mnist_batch(batch: usize) -> (Vec<f32>, Vec<u32>) {
+    mnist_batches(batch, 1).swap_remove(0)
+}
+
+/// Up to `count` consecutive batches of `batch` images and labels from the start of MNIST's
+/// training set when `MNIST_DIR` is set (fewer when the set runs out), `count` batches of
+/// [`values`] / [`labels`] otherwise.
+fn mnist_batches(batch: usize, count: usize) -> Vec<(Vec<f32>, Vec<u32>)> {
     if let Some(dir) = std::env::var_os("MNIST_DIR") {
         let dir = std::path::PathBuf::from(dir);
         if let Ok(m) = tandem::data::mnist::Mnist::load(Some(&dir)) {
             let px = m.train_images.to_vec::<u8>().expect("MNIST images");
             let ys = m.train_labels.to_vec::<i64>().expect("MNIST labels");
-            if px.len() >= batch * 784 && ys.len() >= batch {
-                let x = px[..batch * 784]
-                    .iter()
-                    .map(|&p| p as f32 / 255.0)
+            let n = (ys.len() / batch).min(px.len() / (batch * 784)).min(count);
+            if n > 0 {
+                return (0..n)
+                    .map(|i| {
+                        let px = &px[i * batch * 784..(i + 1) * batch * 784];
+                        let x = px.iter().map(|&p| p as f32 / 255.0).collect();
+                        let y = ys[i * batch..(i + 1) * batch]
+                            .iter()
+                            .map(|&l| l as u32)
+                            .collect();
+                        (x, y)
+                    })
                     .collect();
-                let y = ys[..batch].iter().map(|&l| l as u32).collect();
-                return (x, y);
             }
         }
         eprintln!("MNIST_DIR is set but MNIST could not be read: using random data");
     }
-    (values(batch * 784, 11), labels(batch))
+    (0..count)
+        .map(|i| (values(batch * 784, 11 + i as u32), labels(batch)))
+        .collect()
+}
+
+/// Training steps of W1 and W3 between two fresh models.
+const RESTART: u64 = 1000;
+/// Batches a W1 or W3 model cycles through (fewer at batch 1024: MNIST has 58 of them).
+const BATCHES: usize = 100;
+
+/// A model being trained by a W1 or W3 benchmark, and the steps it has taken.
+struct Training<S> {
+    state: Option<(S, u64)>,
+}
+
+impl<S> Training<S> {
+    fn new() -> Self {
+        Training { state: None }
+    }
+
+    /// The time of `iters` training steps, `step(model, i)` taking the model's `i`-th step.
+    /// The model trains for [`RESTART`] steps, then a fresh one from `fresh` (not timed) takes
+    /// over: every measured step is one of the first steps of a training run, as in the
+    /// Python peers' scripts, and a model never trains on the same few batches until its
+    /// gradients underflow (which would measure subnormal arithmetic, not a training step).
+    fn time(
+        &mut self,
+        iters: u64,
+        fresh: impl Fn() -> S,
+        mut step: impl FnMut(&mut S, usize),
+    ) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let (model, taken) = match &mut self.state {
+                Some((model, taken)) if *taken < RESTART => (model, taken),
+                state => {
+                    let (model, taken) = state.insert((fresh(), 0));
+                    (model, taken)
+                }
+            };
+            let run = left.min(RESTART - *taken);
+            let start = Instant::now();
+            for _ in 0..run {
+                step(model, *taken as usize);
+                *taken += 1;
+            }
+            total += start.elapsed();
+            left -= run;
+        }
+        total
+    }
 }
 
 fn adam(vars: Vec<candle_core::Var>) -> AdamW {
@@ -155,24 +223,54 @@ fn w1_mlp_step(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     let dev = Device::Cpu;
     for batch in [64usize, 1024] {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let model = CandleMlp::new(vb).expect("candle MLP");
-        let mut opt = adam(varmap.all_vars());
-        let (xs, ys) = mnist_batch(batch);
-        let x = CTensor::from_vec(xs.clone(), (batch, 784), &dev).expect("x");
-        let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
+        let data = mnist_batches(batch, BATCHES);
+        let candle_data: Vec<_> = data
+            .iter()
+            .map(|(xs, ys)| {
+                let x = CTensor::from_vec(xs.clone(), (batch, 784), &dev).expect("x");
+                let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
+                (x, y)
+            })
+            .collect();
+        let mut candle = Training::new();
         group.bench_function(format!("b{batch}/candle"), |b| {
-            b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
+            b.iter_custom(|iters| {
+                candle.time(
+                    iters,
+                    || {
+                        let varmap = VarMap::new();
+                        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+                        let model = CandleMlp::new(vb).expect("candle MLP");
+                        (model, adam(varmap.all_vars()))
+                    },
+                    |(model, opt), i| {
+                        let (x, y) = &candle_data[i % candle_data.len()];
+                        candle_step(model, opt, x, y).expect("candle step")
+                    },
+                )
+            })
         });
-        let (tx, ty) = td::batch(&xs, &ys, &[batch, 784]);
-        let mut eager = td::EagerStep::mlp();
+        let tandem_data: Vec<_> = data
+            .iter()
+            .map(|(xs, ys)| td::batch(xs, ys, &[batch, 784]))
+            .collect();
+        let mut eager = Training::new();
         group.bench_function(format!("b{batch}/eager"), |b| {
-            b.iter(|| eager.step(&tx, &ty))
+            b.iter_custom(|iters| {
+                eager.time(iters, td::EagerStep::mlp, |model, i| {
+                    let (x, y) = &tandem_data[i % tandem_data.len()];
+                    model.step(x, y)
+                })
+            })
         });
-        let graph = td::GraphStep::mlp();
+        let mut graph = Training::new();
         group.bench_function(format!("b{batch}/graph"), |b| {
-            b.iter(|| graph.step(&tx, &ty))
+            b.iter_custom(|iters| {
+                graph.time(iters, td::GraphStep::mlp, |model, i| {
+                    let (x, y) = &tandem_data[i % tandem_data.len()];
+                    model.step(x, y)
+                })
+            })
         });
     }
     group.finish();
@@ -186,21 +284,55 @@ fn w3_lenet_step(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let dev = Device::Cpu;
     let batch = 64;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let model = CandleLenet::new(vb).expect("candle LeNet");
-    let mut opt = adam(varmap.all_vars());
-    let (xs, ys) = mnist_batch(batch);
-    let x = CTensor::from_vec(xs.clone(), (batch, 1, 28, 28), &dev).expect("x");
-    let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
+    let data = mnist_batches(batch, BATCHES);
+    let candle_data: Vec<_> = data
+        .iter()
+        .map(|(xs, ys)| {
+            let x = CTensor::from_vec(xs.clone(), (batch, 1, 28, 28), &dev).expect("x");
+            let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
+            (x, y)
+        })
+        .collect();
+    let mut candle = Training::new();
     group.bench_function("b64/candle", |b| {
-        b.iter(|| candle_step(&model, &mut opt, &x, &y).expect("candle step"))
+        b.iter_custom(|iters| {
+            candle.time(
+                iters,
+                || {
+                    let varmap = VarMap::new();
+                    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+                    let model = CandleLenet::new(vb).expect("candle LeNet");
+                    (model, adam(varmap.all_vars()))
+                },
+                |(model, opt), i| {
+                    let (x, y) = &candle_data[i % candle_data.len()];
+                    candle_step(model, opt, x, y).expect("candle step")
+                },
+            )
+        })
     });
-    let (tx, ty) = td::batch(&xs, &ys, &[batch, 1, 28, 28]);
-    let mut eager = td::EagerStep::lenet();
-    group.bench_function("b64/eager", |b| b.iter(|| eager.step(&tx, &ty)));
-    let graph = td::GraphStep::lenet();
-    group.bench_function("b64/graph", |b| b.iter(|| graph.step(&tx, &ty)));
+    let tandem_data: Vec<_> = data
+        .iter()
+        .map(|(xs, ys)| td::batch(xs, ys, &[batch, 1, 28, 28]))
+        .collect();
+    let mut eager = Training::new();
+    group.bench_function("b64/eager", |b| {
+        b.iter_custom(|iters| {
+            eager.time(iters, td::EagerStep::lenet, |model, i| {
+                let (x, y) = &tandem_data[i % tandem_data.len()];
+                model.step(x, y)
+            })
+        })
+    });
+    let mut graph = Training::new();
+    group.bench_function("b64/graph", |b| {
+        b.iter_custom(|iters| {
+            graph.time(iters, td::GraphStep::lenet, |model, i| {
+                let (x, y) = &tandem_data[i % tandem_data.len()];
+                model.step(x, y)
+            })
+        })
+    });
     group.finish();
 }
 
