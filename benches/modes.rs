@@ -33,7 +33,10 @@ mod modes_tandem;
 
 use candle_core::{DType, Device, Module, Tensor as CTensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
 use modes_tandem as td;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -217,92 +220,40 @@ fn candle_step(
     opt.backward_step(&loss)
 }
 
-fn w1_mlp_step(c: &mut Criterion) {
-    let mut group = c.benchmark_group("W1_mlp_step");
-    group.measurement_time(Duration::from_secs(4));
-    group.warm_up_time(Duration::from_secs(1));
-    let dev = Device::Cpu;
-    for batch in [64usize, 1024] {
-        let data = mnist_batches(batch, BATCHES);
-        let candle_data: Vec<_> = data
-            .iter()
-            .map(|(xs, ys)| {
-                let x = CTensor::from_vec(xs.clone(), (batch, 784), &dev).expect("x");
-                let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
-                (x, y)
-            })
-            .collect();
-        let mut candle = Training::new();
-        group.bench_function(format!("b{batch}/candle"), |b| {
-            b.iter_custom(|iters| {
-                candle.time(
-                    iters,
-                    || {
-                        let varmap = VarMap::new();
-                        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-                        let model = CandleMlp::new(vb).expect("candle MLP");
-                        (model, adam(varmap.all_vars()))
-                    },
-                    |(model, opt), i| {
-                        let (x, y) = &candle_data[i % candle_data.len()];
-                        candle_step(model, opt, x, y).expect("candle step")
-                    },
-                )
-            })
-        });
-        let tandem_data: Vec<_> = data
-            .iter()
-            .map(|(xs, ys)| td::batch(xs, ys, &[batch, 784]))
-            .collect();
-        let mut eager = Training::new();
-        group.bench_function(format!("b{batch}/eager"), |b| {
-            b.iter_custom(|iters| {
-                eager.time(iters, td::EagerStep::mlp, |model, i| {
-                    let (x, y) = &tandem_data[i % tandem_data.len()];
-                    model.step(x, y)
-                })
-            })
-        });
-        let mut graph = Training::new();
-        group.bench_function(format!("b{batch}/graph"), |b| {
-            b.iter_custom(|iters| {
-                graph.time(iters, td::GraphStep::mlp, |model, i| {
-                    let (x, y) = &tandem_data[i % tandem_data.len()];
-                    model.step(x, y)
-                })
-            })
-        });
-    }
-    group.finish();
+/// How each system builds a fresh model of a training workload.
+struct Systems<C> {
+    candle: C,
+    eager: fn() -> td::EagerStep,
+    graph: fn() -> td::GraphStep,
 }
 
-fn w3_lenet_step(c: &mut Criterion) {
-    let mut group = c.benchmark_group("W3_lenet_step");
-    group.sample_size(20);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
+/// Benchmarks `CASE/candle`, `CASE/eager` and `CASE/graph` training steps on batches of
+/// `shape` (the first dimension is the batch), each system with a [`Training`] of its own.
+fn bench_training<M: Module>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    case: &str,
+    shape: &[usize],
+    systems: Systems<impl Fn(VarBuilder) -> M>,
+) {
     let dev = Device::Cpu;
-    let batch = 64;
-    let data = mnist_batches(batch, BATCHES);
+    let data = mnist_batches(shape[0], BATCHES);
     let candle_data: Vec<_> = data
         .iter()
         .map(|(xs, ys)| {
-            let x = CTensor::from_vec(xs.clone(), (batch, 1, 28, 28), &dev).expect("x");
-            let y = CTensor::from_vec(ys.clone(), batch, &dev).expect("y");
+            let x = CTensor::from_vec(xs.clone(), shape, &dev).expect("x");
+            let y = CTensor::from_vec(ys.clone(), shape[0], &dev).expect("y");
             (x, y)
         })
         .collect();
     let mut candle = Training::new();
-    group.bench_function("b64/candle", |b| {
+    group.bench_function(format!("{case}/candle"), |b| {
         b.iter_custom(|iters| {
             candle.time(
                 iters,
                 || {
                     let varmap = VarMap::new();
                     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-                    let model = CandleLenet::new(vb).expect("candle LeNet");
-                    (model, adam(varmap.all_vars()))
+                    ((systems.candle)(vb), adam(varmap.all_vars()))
                 },
                 |(model, opt), i| {
                     let (x, y) = &candle_data[i % candle_data.len()];
@@ -313,26 +264,56 @@ fn w3_lenet_step(c: &mut Criterion) {
     });
     let tandem_data: Vec<_> = data
         .iter()
-        .map(|(xs, ys)| td::batch(xs, ys, &[batch, 1, 28, 28]))
+        .map(|(xs, ys)| td::batch(xs, ys, shape))
         .collect();
     let mut eager = Training::new();
-    group.bench_function("b64/eager", |b| {
+    group.bench_function(format!("{case}/eager"), |b| {
         b.iter_custom(|iters| {
-            eager.time(iters, td::EagerStep::lenet, |model, i| {
+            eager.time(iters, systems.eager, |model, i| {
                 let (x, y) = &tandem_data[i % tandem_data.len()];
                 model.step(x, y)
             })
         })
     });
     let mut graph = Training::new();
-    group.bench_function("b64/graph", |b| {
+    group.bench_function(format!("{case}/graph"), |b| {
         b.iter_custom(|iters| {
-            graph.time(iters, td::GraphStep::lenet, |model, i| {
+            graph.time(iters, systems.graph, |model, i| {
                 let (x, y) = &tandem_data[i % tandem_data.len()];
                 model.step(x, y)
             })
         })
     });
+}
+
+fn w1_mlp_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W1_mlp_step");
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    for batch in [64usize, 1024] {
+        let shape = [batch, 784];
+        let systems = Systems {
+            candle: |vb: VarBuilder| CandleMlp::new(vb).expect("candle MLP"),
+            eager: td::EagerStep::mlp,
+            graph: td::GraphStep::mlp,
+        };
+        bench_training(&mut group, &format!("b{batch}"), &shape, systems);
+    }
+    group.finish();
+}
+
+fn w3_lenet_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W3_lenet_step");
+    group.sample_size(20);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    let systems = Systems {
+        candle: |vb: VarBuilder| CandleLenet::new(vb).expect("candle LeNet"),
+        eager: td::EagerStep::lenet,
+        graph: td::GraphStep::lenet,
+    };
+    bench_training(&mut group, "b64", &[64, 1, 28, 28], systems);
     group.finish();
 }
 

@@ -200,7 +200,8 @@ pub(crate) fn optim_source(dtype: DType) -> String {
     // TDM_FLUSH: the CPU kernels' flush of subnormal optimizer state (ops/optim.rs).
     let d = format!(
         "{}#define TDM_SQRT(x) {sqrt}(x)\n#define TDM_TINY ((A_C){tiny})\n\
-         #define TDM_FLUSH(x) (((x) < TDM_TINY && -(x) < TDM_TINY) ? (A_C)0 : (x))\n",
+         #define TDM_FLUSH_BELOW(x, t) (((x) < (t) && -(x) < (t)) ? (A_C)0 : (x))\n\
+         #define TDM_FLUSH(x) TDM_FLUSH_BELOW(x, TDM_TINY)\n",
         dtype_defines("A", dtype)
     );
     assemble(&d, BODY)

@@ -11,7 +11,8 @@
 //! otherwise keep it subnormal for good, and x86 cores compute on subnormal numbers about a
 //! hundred times slower, which made a whole update several times slower (TensorFlow's CPU
 //! kernels flush to zero as well). Only values below 1.2e-38 (f32) or 2.2e-308 (f64) are
-//! changed.
+//! changed; for the same reason a squared gradient that would be subnormal is not added to
+//! Adam's or RMSprop's second moment.
 
 use crate::cpu::simd::dispatch;
 use crate::{DType, Error, Result, Tensor};
@@ -196,6 +197,9 @@ pub fn adam_step(
         let vs = v.make_mut::<T>()?;
         let (b1, b2) = (c.beta1 as T, c.beta2 as T);
         let tiny = T::MIN_POSITIVE;
+        // A gradient this small adds a subnormal square to v (in f32, |g| below about 3e-18,
+        // as when a model has memorized its data): the term is dropped instead.
+        let sq_floor = (tiny / (1.0 - b2)).sqrt();
         let step_size = (c.lr / bc1) as T;
         let bc2s = bc2_sqrt as T;
         let eps = c.eps as T;
@@ -219,7 +223,8 @@ pub fn adam_step(
                                 let gi = if $l2 { g + wd * *p } else { g };
                                 let pi = if $decoupled { *p * decay } else { *p };
                                 let mi = flush(*m + (1.0 - b1) * (gi - *m), tiny, 0.0);
-                                let vi = flush(b2 * *v + (1.0 - b2) * gi * gi, tiny, 0.0);
+                                let gq = flush(gi, sq_floor, 0.0);
+                                let vi = flush(b2 * *v + (1.0 - b2) * gq * gq, tiny, 0.0);
                                 *m = mi;
                                 *v = vi;
                                 *p = pi - step_size * mi / (vi.sqrt() / bc2s + eps);
@@ -382,9 +387,12 @@ pub fn rmsprop_step(
             c.momentum as T,
         );
         let tiny = T::MIN_POSITIVE;
+        // Squares that would be subnormal are dropped, as in Adam.
+        let sq_floor = (tiny / (1.0 - alpha)).sqrt();
         for i in 0..ps.len() {
             let gi = gs[i] + wd * ps[i];
-            let s = flush(alpha * sq[i] + (1.0 - alpha) * gi * gi, tiny, 0.0);
+            let gq = flush(gi, sq_floor, 0.0);
+            let s = flush(alpha * sq[i] + (1.0 - alpha) * gq * gq, tiny, 0.0);
             sq[i] = s;
             let avg = match ga.as_deref_mut() {
                 Some(ga) => {
@@ -496,6 +504,30 @@ mod tests {
         let mut m = t(&[1e-309]);
         adam_step(&mut p, &t(&[0.0]), &mut m, &mut v, 6, &c).unwrap();
         assert_eq!(m.to_vec::<f64>().unwrap()[0], 0.0);
+    }
+
+    #[test]
+    fn squares_that_would_be_subnormal_are_not_added() {
+        let c = AdamConfig::default();
+        // (1 - 0.999) * g * g: 1e-41 for g = 1e-19 (dropped), 1e-33 for g = 1e-15 (kept).
+        let mut p = t32(&[1.0, 1.0]);
+        let mut m = t32(&[0.0, 0.0]);
+        let mut v = t32(&[0.0, 0.0]);
+        let g = t32(&[1e-19, 1e-15]);
+        adam_step(&mut p, &g, &mut m, &mut v, 1, &c).unwrap();
+        let vv = v.to_vec::<f32>().unwrap();
+        assert_eq!(vv[0], 0.0);
+        assert_eq!(vv[1], (1.0 - 0.999f32) * 1e-15 * 1e-15);
+        // The first moment still takes the small gradient.
+        assert_eq!(m.to_vec::<f32>().unwrap()[0], (1.0 - 0.9f32) * 1e-19);
+        let rms = RmsPropConfig::default();
+        let mut p = t32(&[1.0, 1.0]);
+        let mut sq = t32(&[0.0, 0.0]);
+        let g = t32(&[1e-19, 1e-15]);
+        rmsprop_step(&mut p, &g, &mut sq, None, None, &rms).unwrap();
+        let sv = sq.to_vec::<f32>().unwrap();
+        assert_eq!(sv[0], 0.0);
+        assert_eq!(sv[1], (1.0 - 0.99f32) * 1e-15 * 1e-15);
     }
 
     #[test]

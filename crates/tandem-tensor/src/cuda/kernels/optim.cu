@@ -7,6 +7,8 @@ extern "C" __global__ void tdm_adam(A_T* p, const A_T* g, A_T* m, A_T* v, long l
                                     double wd, double decay, int decoupled, int l2) {
     A_C B1 = (A_C)b1, B2 = (A_C)b2, S = (A_C)step_size, BC = (A_C)bc2s, E = (A_C)eps;
     A_C WD = (A_C)wd, D = (A_C)decay, one = (A_C)1;
+    // Gradients whose square would add a subnormal term to v (as on the CPU).
+    A_C SQF = TDM_SQRT(TDM_TINY / (one - B2));
     TDM_GRID_STRIDE(i, n) {
         A_C pi = A_LOAD(p[i]);
         A_C gi = A_LOAD(g[i]);
@@ -14,7 +16,8 @@ extern "C" __global__ void tdm_adam(A_T* p, const A_T* g, A_T* m, A_T* v, long l
         if (decoupled) pi *= D;
         A_C mi0 = A_LOAD(m[i]);
         A_C mi = TDM_FLUSH(mi0 + (one - B1) * (gi - mi0));
-        A_C vi = TDM_FLUSH(B2 * A_LOAD(v[i]) + (one - B2) * gi * gi);
+        A_C gq = TDM_FLUSH_BELOW(gi, SQF);
+        A_C vi = TDM_FLUSH(B2 * A_LOAD(v[i]) + (one - B2) * gq * gq);
         m[i] = A_STORE(mi);
         v[i] = A_STORE(vi);
         p[i] = A_STORE(pi - S * mi / (TDM_SQRT(vi) / BC + E));
@@ -46,10 +49,12 @@ extern "C" __global__ void tdm_rmsprop(A_T* p, const A_T* g, A_T* sq, A_T* buf, 
                                        double wd, double momentum) {
     A_C LR = (A_C)lr, AL = (A_C)alpha, E = (A_C)eps, WD = (A_C)wd, MOM = (A_C)momentum;
     A_C one = (A_C)1;
+    A_C SQF = TDM_SQRT(TDM_TINY / (one - AL));
     TDM_GRID_STRIDE(i, n) {
         A_C pi = A_LOAD(p[i]);
         A_C gi = A_LOAD(g[i]) + WD * pi;
-        A_C s = TDM_FLUSH(AL * A_LOAD(sq[i]) + (one - AL) * gi * gi);
+        A_C gq = TDM_FLUSH_BELOW(gi, SQF);
+        A_C s = TDM_FLUSH(AL * A_LOAD(sq[i]) + (one - AL) * gq * gq);
         sq[i] = A_STORE(s);
         A_C avg;
         if (gavg) {
