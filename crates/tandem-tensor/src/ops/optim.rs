@@ -15,7 +15,7 @@
 //! Adam's or RMSprop's second moment.
 
 use crate::cpu::simd::dispatch;
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Error, Float, Result, Tensor};
 
 /// Adam / AdamW hyperparameters (PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -134,13 +134,14 @@ fn float_param(op: &'static str, p: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// `x`, or zero where `x` is subnormal (NaN and infinities are kept). Applied to optimizer
-/// state as it is stored, see the module documentation. Compiles to a compare and a blend,
-/// so the update loops still vectorize.
+/// `x`, or zero where `|x| < below` (NaN and infinities are kept). Applied to optimizer state
+/// as it is stored (`below` = the smallest normal number) and to a gradient before it is
+/// squared, see the module documentation. Compiles to a compare and a blend, so the update
+/// loops still vectorize.
 #[inline(always)]
-fn flush<T: Copy + PartialOrd + std::ops::Neg<Output = T>>(x: T, tiny: T, zero: T) -> T {
-    if x < tiny && -x < tiny {
-        zero
+fn flush<T: Float>(x: T, below: T) -> T {
+    if x < below && -x < below {
+        T::ZERO
     } else {
         x
     }
@@ -222,9 +223,9 @@ pub fn adam_step(
                             for (((p, &g), m), v) in it {
                                 let gi = if $l2 { g + wd * *p } else { g };
                                 let pi = if $decoupled { *p * decay } else { *p };
-                                let mi = flush(*m + (1.0 - b1) * (gi - *m), tiny, 0.0);
-                                let gq = flush(gi, sq_floor, 0.0);
-                                let vi = flush(b2 * *v + (1.0 - b2) * gq * gq, tiny, 0.0);
+                                let mi = flush(*m + (1.0 - b1) * (gi - *m), tiny);
+                                let gq = flush(gi, sq_floor);
+                                let vi = flush(b2 * *v + (1.0 - b2) * gq * gq, tiny);
                                 *m = mi;
                                 *v = vi;
                                 *p = pi - step_size * mi / (vi.sqrt() / bc2s + eps);
@@ -310,7 +311,7 @@ pub fn sgd_step(
                             } else {
                                 mom * *b + (1.0 - damp) * d
                             };
-                            let nb = flush(nb, tiny, 0.0);
+                            let nb = flush(nb, tiny);
                             *b = nb;
                             let step = if nesterov { d + mom * nb } else { nb };
                             *p -= lr * step;
@@ -391,12 +392,12 @@ pub fn rmsprop_step(
         let sq_floor = (tiny / (1.0 - alpha)).sqrt();
         for i in 0..ps.len() {
             let gi = gs[i] + wd * ps[i];
-            let gq = flush(gi, sq_floor, 0.0);
-            let s = flush(alpha * sq[i] + (1.0 - alpha) * gq * gq, tiny, 0.0);
+            let gq = flush(gi, sq_floor);
+            let s = flush(alpha * sq[i] + (1.0 - alpha) * gq * gq, tiny);
             sq[i] = s;
             let avg = match ga.as_deref_mut() {
                 Some(ga) => {
-                    let a = flush(ga[i] + (1.0 - alpha) * (gi - ga[i]), tiny, 0.0);
+                    let a = flush(ga[i] + (1.0 - alpha) * (gi - ga[i]), tiny);
                     ga[i] = a;
                     (s - a * a).sqrt() + eps
                 }
@@ -404,7 +405,7 @@ pub fn rmsprop_step(
             };
             match mb.as_deref_mut() {
                 Some(b) => {
-                    let bi = flush(mom * b[i] + gi / avg, tiny, 0.0);
+                    let bi = flush(mom * b[i] + gi / avg, tiny);
                     b[i] = bi;
                     ps[i] -= lr * bi;
                 }
