@@ -192,10 +192,11 @@ pub(crate) fn rmsprop(
 
 /// Source of the optimizer kernels on `dtype` (f32 or f64).
 pub(crate) fn optim_source(dtype: DType) -> String {
+    // The smallest normal number, written from Rust's own constant (shortest round trip).
     let (sqrt, tiny) = if dtype == DType::F64 {
-        ("sqrt", "2.2250738585072014e-308")
+        ("sqrt", format!("{:e}", f64::MIN_POSITIVE))
     } else {
-        ("sqrtf", "1.17549435e-38f")
+        ("sqrtf", format!("{:e}f", f32::MIN_POSITIVE))
     };
     // TDM_FLUSH: the CPU kernels' flush of subnormal optimizer state (ops/optim.rs).
     let d = format!(

@@ -8,9 +8,9 @@
 //! State that decays (moments, averages, momentum buffers) is stored as zero once it falls
 //! below the smallest normal number of its dtype (see [`flush`]): the updates of a parameter
 //! whose gradient has stopped (a dead ReLU unit's weights, an always-zero input's) would
-//! otherwise keep it subnormal for good, and x86 cores compute on subnormal numbers about a
-//! hundred times slower, which made a whole update several times slower (TensorFlow's CPU
-//! kernels flush to zero as well). Only values below 1.2e-38 (f32) or 2.2e-308 (f64) are
+//! otherwise keep it subnormal for good, and x86 cores take a slow microcode path for every
+//! vector that holds one: Adam's updates of the benchmarks' MLP took two to three times as
+//! long (docs/benchmarks.md; TensorFlow's CPU kernels flush to zero as well). Only values below 1.2e-38 (f32) or 2.2e-308 (f64) are
 //! changed; for the same reason a squared gradient that would be subnormal is not added to
 //! Adam's or RMSprop's second moment.
 
