@@ -7,6 +7,7 @@
 
 use crate::graph::{ApplyDef, AssignMode};
 use crate::plan::{Plan, PlanOp};
+use crate::update::Update;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -92,9 +93,18 @@ impl VarStore {
 /// An optimizer update validated during a run and applied at commit.
 pub(crate) struct Deferred {
     def: ApplyDef,
-    grad: Tensor,
+    grad: Grad,
     t: u64,
     lr: Option<f64>,
+}
+
+/// The gradient of a deferred update.
+enum Grad {
+    /// Computed by the run.
+    Value(Tensor),
+    /// The product of two matrices, computed inside the update at commit
+    /// ([`PlanOp::ApplyProduct`]).
+    Product(Tensor, Tensor),
 }
 
 impl Deferred {
@@ -118,10 +128,13 @@ impl Deferred {
                 }
             }
         }
-        let r = self
-            .def
-            .update
-            .apply(&mut param, &self.grad, &mut slots, self.t, self.lr);
+        let update = &self.def.update;
+        let r = match &self.grad {
+            Grad::Value(g) => update.apply(&mut param, g, &mut slots, self.t, self.lr),
+            Grad::Product(l, r) => {
+                update.apply_product(&mut param, [l, r], &mut slots, self.t, self.lr)
+            }
+        };
         vars[self.def.var] = Some(param);
         for (&i, t) in self.def.slots.iter().zip(slots) {
             vars[i] = Some(t);
@@ -496,11 +509,18 @@ pub(crate) fn execute(
                 }
             }
             match (&step.op, plan.deferred.get(s)) {
-                (PlanOp::Apply(a), Some(true)) => validate_update(a, &ins, &step.inputs, &mut view)
-                    .map(|d| {
+                (PlanOp::Apply(a), Some(true)) => {
+                    validate_update(a, &ins, &step.inputs, &mut view, false).map(|d| {
                         deferred.push(d);
                         op_marker()
-                    }),
+                    })
+                }
+                (PlanOp::ApplyProduct(a), Some(true)) => {
+                    validate_update(a, &ins, &step.inputs, &mut view, true).map(|d| {
+                        deferred.push(d);
+                        op_marker()
+                    })
+                }
                 (op, _) => run_step(op, &ins, &step.inputs, feeds, &mut view, run_id, out_buf),
             }
             .map_err(|e| e.context(step.name.clone()))?
@@ -596,14 +616,16 @@ fn keep(plan: &Plan, kept: &mut [Option<Tensor>], f: usize, dead: Option<Tensor>
 }
 
 /// The step counter and learning rate of an update (inputs `[var, grad, slots..., iters,
-/// lr?]`, held by value slots `slots`), read through the run's scalar cache.
+/// lr?]`, or `[var, lhs, rhs, slots..., iters, lr?]` when `product`, held by value slots
+/// `slots`), read through the run's scalar cache.
 fn counter_and_lr(
     a: &ApplyDef,
     ins: &[&Tensor],
     slots: &[usize],
     scalars: &mut Scalars,
+    product: bool,
 ) -> Result<(u64, Option<f64>)> {
-    let n = a.slots.len();
+    let n = a.slots.len() + usize::from(product);
     let input = |k: usize, what: &str| match (ins.get(k), slots.get(k)) {
         (Some(t), Some(&s)) => Ok((*t, s)),
         _ => Err(Error::Graph(format!("update needs its {what}"))),
@@ -619,19 +641,76 @@ fn counter_and_lr(
     Ok((t, lr))
 }
 
+/// The gradient factors `[lhs, rhs]` of an [`PlanOp::ApplyProduct`] (inputs 1 and 2), checked
+/// to be matrices whose product has `param`'s shape, dtype and device.
+fn product_factors<'t>(
+    a: &ApplyDef,
+    ins: &[&'t Tensor],
+    param: &Tensor,
+) -> Result<[&'t Tensor; 2]> {
+    let (Some(&l), Some(&r)) = (ins.get(1), ins.get(2)) else {
+        return Err(Error::Graph(
+            "update needs the gradient's two factors".into(),
+        ));
+    };
+    let fits =
+        matches!((l.shape(), r.shape()), (&[m, k], &[k2, n]) if k == k2 && param.shape() == [m, n]);
+    if !fits {
+        return Err(Error::invalid(
+            a.update.name(),
+            format!(
+                "the gradient {:?} @ {:?} does not have the parameter's shape {:?}",
+                l.shape(),
+                r.shape(),
+                param.shape()
+            ),
+        ));
+    }
+    for x in [l, r] {
+        if x.dtype() != param.dtype() || x.device() != param.device() {
+            return Err(Error::invalid(
+                a.update.name(),
+                format!(
+                    "a gradient factor is {} on {:?}, the parameter {} on {:?}",
+                    x.dtype(),
+                    x.device(),
+                    param.dtype(),
+                    param.device()
+                ),
+            ));
+        }
+    }
+    Ok([l, r])
+}
+
 /// Checks everything an update will need (so that applying it at commit cannot fail on bad
-/// input) and returns it for [`VarStore::commit_with`].
+/// input) and returns it for [`VarStore::commit_with`]. With `product` the gradient is the
+/// product of inputs 1 and 2: kept as its factors for Adam on the CPU (computed at commit,
+/// inside the update), computed now otherwise.
 fn validate_update(
     a: &ApplyDef,
     ins: &[&Tensor],
     slots: &[usize],
     view: &mut View<'_>,
+    product: bool,
 ) -> Result<Deferred> {
-    let grad = ins
-        .get(1)
-        .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-    let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars)?;
+    let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars, product)?;
     let param = view.get(a.var)?;
+    let computed;
+    let (grad, factors) = if product {
+        let [l, r] = product_factors(a, ins, &param)?;
+        if matches!(a.update, Update::Adam(_)) && param.device().is_cpu() {
+            (l, Some([l, r]))
+        } else {
+            computed = l.matmul(r)?;
+            (&computed, None)
+        }
+    } else {
+        let grad = ins
+            .get(1)
+            .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
+        (*grad, None)
+    };
     if !param.dtype().is_float() {
         return Err(Error::invalid(
             a.update.name(),
@@ -660,13 +739,19 @@ fn validate_update(
         }
         Ok(())
     };
-    check("the gradient", grad)?;
+    if factors.is_none() {
+        check("the gradient", grad)?;
+    }
     for &s in &a.slots {
         check("a slot", &view.get(s)?)?;
     }
+    let grad = match factors {
+        Some([l, r]) => Grad::Product(l.clone(), r.clone()),
+        None => Grad::Value(grad.clone()),
+    };
     Ok(Deferred {
         def: a.clone(),
-        grad: (*grad).clone(),
+        grad,
         t,
         lr,
     })
@@ -730,12 +815,19 @@ fn run_step(
             view.overlay.insert(*var, new.clone());
             Ok(new)
         }
-        PlanOp::Apply(a) => {
-            let grad = ins
-                .get(1)
-                .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-            let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars)?;
+        PlanOp::Apply(a) | PlanOp::ApplyProduct(a) => {
+            let product = matches!(op, PlanOp::ApplyProduct(_));
+            let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars, product)?;
             let mut param = view.get(a.var)?;
+            let computed;
+            let grad = if product {
+                let [l, r] = product_factors(a, ins, &param)?;
+                computed = l.matmul(r)?;
+                &computed
+            } else {
+                *ins.get(1)
+                    .ok_or_else(|| Error::Graph("update needs a gradient".into()))?
+            };
             let mut slots = Vec::with_capacity(a.slots.len());
             for &s in &a.slots {
                 slots.push(view.get(s)?);

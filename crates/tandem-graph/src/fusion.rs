@@ -801,7 +801,7 @@ impl Uses {
     }
 
     /// True when every read of `id` is a data input of a node in `group`.
-    fn only_inside(&self, id: usize, group: &HashSet<usize>) -> bool {
+    pub(crate) fn only_inside(&self, id: usize, group: &HashSet<usize>) -> bool {
         !self.pinned.contains(&id)
             && self
                 .users

@@ -10,6 +10,8 @@
 
 use crate::fusion::{move_shape_uses, Uses};
 use crate::plan::{Kernel, PlanGraph, PlanOp};
+use crate::update::Update;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tandem_ir::Op;
 use tandem_tensor::cpu::matmul::GemmScalar;
@@ -290,8 +292,57 @@ pub fn lower(plan: &mut PlanGraph) -> bool {
     let a = lower_pool_masks(plan);
     let b = lower_mask_muls(plan);
     let c = lower_conv_relus(plan);
-    let d = lower_matmuls(plan);
-    a | b | c | d
+    let d = fold_gradient_products(plan);
+    let e = lower_matmuls(plan);
+    a | b | c | d | e
+}
+
+/// Folds the product into the update where an Adam update's gradient is a 2-D f32/f64
+/// `matmul` that nothing else reads (a linear layer's weight gradient, `dY^T @ X`): the
+/// update becomes a [`PlanOp::ApplyProduct`] with the two factors as inputs and the product
+/// node goes. Applied at commit on the CPU, the update then computes the gradient block by
+/// block, each block while the rows it updates are in the same core's cache
+/// ([`tandem_tensor::ops::optim::adam_step_product`]): the gradient never goes through
+/// memory whole, and the product and the update do not wait for each other. Other devices
+/// compute the product when the update is validated. Returns whether anything changed.
+pub fn fold_gradient_products(plan: &mut PlanGraph) -> bool {
+    let uses = Uses::of(plan);
+    let mut changed = false;
+    for id in plan.live() {
+        let Some(node) = plan.node(id) else { continue };
+        let PlanOp::Apply(def) = &node.op else {
+            continue;
+        };
+        let Some(&g) = node.inputs.get(1) else {
+            continue;
+        };
+        let two_d = |i: usize| plan.node(i).is_some_and(|n| n.info.shape.len() == 2);
+        let fits = matches!(def.update, Update::Adam(_))
+            && plan.node(g).is_some_and(|n| {
+                matches!(n.op, PlanOp::Op(Op::MatMul))
+                    && n.control.is_empty()
+                    && matches!(n.info.dtype, DType::F32 | DType::F64)
+                    && n.inputs.len() == 2
+                    && n.inputs.iter().all(|&i| two_d(i))
+            })
+            && uses.only_inside(g, &HashSet::from([id]))
+            // The gradient is read once (not as two inputs of the update).
+            && node.inputs.iter().filter(|&&i| i == g).count() == 1;
+        if !fits {
+            continue;
+        }
+        let Some(factors) = plan.node(g).map(|n| n.inputs.clone()) else {
+            continue;
+        };
+        let def = def.clone();
+        if let Some(Some(n)) = plan.nodes.get_mut(id) {
+            n.op = PlanOp::ApplyProduct(def);
+            n.inputs.splice(1..2, factors);
+            changed = true;
+        }
+        plan.remove(g);
+    }
+    changed
 }
 
 /// Replaces every 2-D f32/f64 `matmul` node without control inputs by a [`MatMulKernel`].

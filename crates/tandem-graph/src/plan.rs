@@ -60,6 +60,10 @@ pub enum PlanOp {
     },
     /// An optimizer update (inputs `[var, grad, slots..., iterations, lr?]`).
     Apply(ApplyDef),
+    /// An optimizer update whose gradient is the matrix product `lhs @ rhs` (inputs `[var,
+    /// lhs, rhs, slots..., iterations, lr?]`): a linear layer's weight gradient, computed
+    /// inside the update (see [`crate::lower::fold_gradient_products`]).
+    ApplyProduct(ApplyDef),
     /// Sets variables to their initial values.
     InitVariables(Vec<VariableDef>),
     /// Nothing (control dependencies only).
@@ -78,6 +82,7 @@ impl PlanOp {
             PlanOp::Identity => "identity".into(),
             PlanOp::Assign { mode, var } => format!("{mode:?}(var[{var}])").to_lowercase(),
             PlanOp::Apply(a) => a.update.name().into(),
+            PlanOp::ApplyProduct(a) => format!("{}(matmul)", a.update.name()),
             PlanOp::InitVariables(v) => format!("init_variables({})", v.len()),
             PlanOp::NoOp => "no_op".into(),
             PlanOp::Kernel(k) => k.name().into(),
@@ -88,7 +93,10 @@ impl PlanOp {
     pub fn has_side_effects(&self) -> bool {
         matches!(
             self,
-            PlanOp::Assign { .. } | PlanOp::Apply(_) | PlanOp::InitVariables(_)
+            PlanOp::Assign { .. }
+                | PlanOp::Apply(_)
+                | PlanOp::ApplyProduct(_)
+                | PlanOp::InitVariables(_)
         )
     }
 }
@@ -353,7 +361,7 @@ fn touched(op: &PlanOp) -> Vec<usize> {
     match op {
         PlanOp::Variable(v) => vec![*v],
         PlanOp::Assign { var, .. } => vec![*var],
-        PlanOp::Apply(a) => std::iter::once(a.var)
+        PlanOp::Apply(a) | PlanOp::ApplyProduct(a) => std::iter::once(a.var)
             .chain(a.slots.iter().copied())
             .collect(),
         PlanOp::InitVariables(defs) => defs.iter().map(|d| d.index).collect(),
@@ -459,7 +467,7 @@ fn deferrable(steps: &[Step], fetch_slots: &[usize]) -> Vec<bool> {
     let mut out = vec![false; steps.len()];
     for (s, st) in steps.iter().enumerate().rev() {
         let vars = touched(&st.op);
-        if matches!(st.op, PlanOp::Apply(_)) && !read[s] {
+        if matches!(st.op, PlanOp::Apply(_) | PlanOp::ApplyProduct(_)) && !read[s] {
             out[s] = vars.iter().all(|v| !later.contains(v));
         }
         later.extend(vars);

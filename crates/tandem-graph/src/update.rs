@@ -1,7 +1,7 @@
 //! Optimizer update rules as run by apply nodes: thin wrappers over the fused kernels of
 //! `tandem_tensor::ops::optim`, so graph mode applies exactly the eager formulas.
 
-use tandem_tensor::ops::optim::{adam_step, rmsprop_step, sgd_step};
+use tandem_tensor::ops::optim::{adam_step, adam_step_product, rmsprop_step, sgd_step};
 use tandem_tensor::ops::optim::{AdamConfig, RmsPropConfig, SgdConfig};
 use tandem_tensor::{Error, Result, Tensor};
 
@@ -99,6 +99,28 @@ impl Update {
                 let ga = if c.centered { rest.first_mut() } else { None };
                 rmsprop_step(param, grad, sq, mom, ga, &c)
             }
+        }
+    }
+
+    /// [`Update::apply`] with the gradient `lhs @ rhs` (2-D factors whose product has the
+    /// parameter's shape). Adam on the CPU computes the product block by block inside the
+    /// update ([`adam_step_product`]); other rules compute it, then update.
+    pub fn apply_product(
+        &self,
+        param: &mut Tensor,
+        [lhs, rhs]: [&Tensor; 2],
+        slots: &mut [Tensor],
+        t: u64,
+        lr: Option<f64>,
+    ) -> Result<()> {
+        match (*self, slots) {
+            (Update::Adam(mut c), [m, v]) => {
+                if let Some(lr) = lr {
+                    c.lr = lr;
+                }
+                adam_step_product(param, lhs, rhs, m, v, t, &c)
+            }
+            (_, slots) => self.apply(param, &lhs.matmul(rhs)?, slots, t, lr),
         }
     }
 }

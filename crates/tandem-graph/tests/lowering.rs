@@ -289,3 +289,132 @@ fn conv_relu_and_pool_mask_kernels_compute_what_the_ops_compute() {
         }
     }
 }
+
+/// A 300 -> 128 -> relu -> 10 MLP with a squared-error loss, trained by `opt`; returns the
+/// graph, the input and the parameters.
+fn wide_mlp() -> (Graph, tandem_graph::Output, Vec<tandem_graph::Output>) {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[None, Some(300)]).unwrap();
+    let w1 = g
+        .variable("w1", tensor(&[128, 300], 31, DType::F32))
+        .unwrap();
+    let b1 = g.variable("b1", tensor(&[128], 32, DType::F32)).unwrap();
+    let w2 = g
+        .variable("w2", tensor(&[10, 128], 33, DType::F32))
+        .unwrap();
+    (g, x, vec![w1, b1, w2])
+}
+
+fn wide_mlp_loss(
+    g: &Graph,
+    x: &tandem_graph::Output,
+    p: &[tandem_graph::Output],
+) -> tandem_graph::Output {
+    let h = g.relu(&g.linear(x, &p[0], Some(&p[1])).unwrap()).unwrap();
+    let y = g.linear(&h, &p[2], None).unwrap();
+    g.mean(&g.square(&y).unwrap(), &[0, 1], false).unwrap()
+}
+
+#[test]
+fn adam_computes_weight_gradients_inside_its_update_with_the_same_numbers() {
+    use tandem_graph::{Adam, GradientDescent, Optimizer};
+    let (g, x, params) = wide_mlp();
+    let loss = wide_mlp_loss(&g, &x, &params);
+    let train = Adam::new(1e-2).minimize(&loss).unwrap();
+    let s = Session::new(&g).unwrap();
+    let plan = s.explain(&[&train], &[&x]).unwrap();
+    // Both weights' updates take their gradient's factors; the bias keeps its gradient.
+    assert_eq!(plan.matches("apply_adam(matmul)").count(), 2, "{plan}");
+    assert_eq!(plan.matches("[apply_adam,").count(), 1, "{plan}");
+    let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
+    // Batches of 64 (128 x 64 x 300: the update splits over the pool), 17 and 1.
+    for (i, batch) in [64usize, 17, 64, 1].into_iter().enumerate() {
+        let xs = tensor(&[batch, 300], 40 + i as u64, DType::F32);
+        s.run(&[&train], &[(&x, &xs)]).unwrap();
+        plain.run(&[&train], &[(&x, &xs)]).unwrap();
+    }
+    for p in &params {
+        let a = s.variable_value(p).unwrap().to_vec::<f32>().unwrap();
+        let b = plain.variable_value(p).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{u} vs {v}");
+        }
+    }
+    // The parameters moved (four steps of lr 1e-2).
+    let w1 = s
+        .variable_value(&params[0])
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let w1_start = tensor(&[128, 300], 31, DType::F32).to_vec::<f32>().unwrap();
+    let moved = w1
+        .iter()
+        .zip(&w1_start)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-3)
+        .count();
+    assert!(
+        moved > w1.len() / 2,
+        "{moved} of {} weights moved",
+        w1.len()
+    );
+
+    // A gradient that is fetched too stays a value of the run (and the update reads it);
+    // other update rules keep their gradient.
+    let (g, x, params) = wide_mlp();
+    let loss = wide_mlp_loss(&g, &x, &params);
+    let p: Vec<&tandem_graph::Output> = params.iter().collect();
+    let grads: Vec<_> = g
+        .gradients(&[&loss], &p, None)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let pairs: Vec<_> = grads.iter().zip(p.iter().copied()).collect();
+    let train = Adam::new(1e-2).apply_gradients(&pairs).unwrap();
+    let s = Session::new(&g).unwrap();
+    let plan = s.explain(&[&train], &[&x]).unwrap();
+    assert_eq!(plan.matches("apply_adam(matmul)").count(), 2, "{plan}");
+    let plan = s.explain(&[&train, &grads[0]], &[&x]).unwrap();
+    assert_eq!(plan.matches("apply_adam(matmul)").count(), 1, "{plan}");
+    let xs = tensor(&[64, 300], 60, DType::F32);
+    let out = s.run(&[&train, &grads[0]], &[(&x, &xs)]).unwrap();
+    assert_eq!(out[1].shape(), &[128, 300]);
+    let (g, x, params) = wide_mlp();
+    let loss = wide_mlp_loss(&g, &x, &params);
+    let train = GradientDescent::new(1e-2).minimize(&loss).unwrap();
+    let plan = Session::new(&g).unwrap().explain(&[&train], &[&x]).unwrap();
+    assert!(!plan.contains("(matmul)"), "{plan}");
+}
+
+#[test]
+fn a_failed_run_with_product_gradients_changes_no_variable() {
+    use tandem_graph::{Adam, Optimizer};
+    // Targets of the wrong batch size fail the run in the loss; nothing is applied. Targets
+    // that fit train.
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, &[None, Some(30)]).unwrap();
+    let t = g.placeholder("t", DType::F32, &[None, Some(40)]).unwrap();
+    let w = g.variable("w", tensor(&[40, 30], 51, DType::F32)).unwrap();
+    let y = g.linear(&x, &w, None).unwrap();
+    let d = g.sub(&y, &t).unwrap();
+    let loss = g.mean(&g.square(&d).unwrap(), &[0, 1], false).unwrap();
+    let train = Adam::new(1e-2).minimize(&loss).unwrap();
+    let s = Session::new(&g).unwrap();
+    let plan = s.explain(&[&train], &[&x, &t]).unwrap();
+    assert!(plan.contains("apply_adam(matmul)"), "{plan}");
+    let before = s.variable_value(&w).unwrap().to_vec::<f32>().unwrap();
+    let xs = tensor(&[8, 30], 52, DType::F32);
+    let short = tensor(&[7, 40], 53, DType::F32);
+    assert!(s.run(&[&train], &[(&x, &xs), (&t, &short)]).is_err());
+    assert_eq!(
+        s.variable_value(&w).unwrap().to_vec::<f32>().unwrap(),
+        before
+    );
+    let ts = tensor(&[8, 40], 54, DType::F32);
+    s.run(&[&train], &[(&x, &xs), (&t, &ts)]).unwrap();
+    assert_ne!(
+        s.variable_value(&w).unwrap().to_vec::<f32>().unwrap(),
+        before
+    );
+}

@@ -14,6 +14,7 @@
 //! changed; for the same reason a squared gradient that would be subnormal is not added to
 //! Adam's or RMSprop's second moment.
 
+use crate::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads, SPLIT_WORK};
 use crate::cpu::simd::dispatch;
 use crate::{DType, Error, Float, Result, Tensor};
 
@@ -165,6 +166,131 @@ macro_rules! for_float {
     };
 }
 
+/// Float types the CPU optimizer loops run on (`f32`, `f64`).
+trait Real: Float + GemmScalar + PartialOrd {
+    /// The smallest positive normal number.
+    const TINY: Self;
+    /// `v` rounded to this type.
+    fn of(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    const TINY: f32 = f32::MIN_POSITIVE;
+    fn of(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    const TINY: f64 = f64::MIN_POSITIVE;
+    fn of(v: f64) -> f64 {
+        v
+    }
+}
+
+/// The constants of one Adam/AdamW step in the parameter's dtype.
+#[derive(Clone, Copy)]
+struct AdamConsts<T> {
+    b1: T,
+    b2: T,
+    /// A gradient this small adds a subnormal square to `v` (in f32, |g| below about
+    /// 3e-18, as when a model has memorized its data): the term is dropped instead.
+    sq_floor: T,
+    step_size: T,
+    bc2s: T,
+    eps: T,
+    wd: T,
+    decay: T,
+    l2: bool,
+    decoupled: bool,
+}
+
+impl<T: Real> AdamConsts<T> {
+    fn new(c: &AdamConfig, bc1: f64, bc2_sqrt: f64) -> AdamConsts<T> {
+        let b2 = T::of(c.beta2);
+        AdamConsts {
+            b1: T::of(c.beta1),
+            b2,
+            sq_floor: (T::TINY / (<T as Float>::ONE - b2)).sqrt(),
+            step_size: T::of(c.lr / bc1),
+            bc2s: T::of(bc2_sqrt),
+            eps: T::of(c.eps),
+            wd: T::of(c.weight_decay),
+            decay: T::of(1.0 - c.lr * c.weight_decay),
+            l2: !c.decoupled && c.weight_decay != 0.0,
+            decoupled: c.decoupled && c.weight_decay != 0.0,
+        }
+    }
+
+    /// Updates `p`, `m` and `v` (of one length) with the gradient `g`.
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+        let AdamConsts {
+            b1,
+            b2,
+            sq_floor,
+            step_size,
+            bc2s,
+            eps,
+            wd,
+            decay,
+            ..
+        } = *self;
+        let one = <T as Float>::ONE;
+        let tiny = T::TINY;
+        dispatch(
+            #[inline(always)]
+            || {
+                // Zipped iterators (no indexing), and one loop per weight-decay mode with no
+                // branch inside (a conditional store keeps the loop scalar), so that the loop
+                // vectorizes.
+                macro_rules! adam_loop {
+                    ($l2:expr, $decoupled:expr) => {{
+                        let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+                        for (((p, &g), m), v) in it {
+                            let gi = if $l2 { g + wd * *p } else { g };
+                            let pi = if $decoupled { *p * decay } else { *p };
+                            let mi = flush(*m + (one - b1) * (gi - *m), tiny);
+                            let gq = flush(gi, sq_floor);
+                            let vi = flush(b2 * *v + (one - b2) * gq * gq, tiny);
+                            *m = mi;
+                            *v = vi;
+                            *p = pi - step_size * mi / (vi.sqrt() / bc2s + eps);
+                        }
+                    }};
+                }
+                match (self.l2, self.decoupled) {
+                    (false, false) => adam_loop!(false, false),
+                    (true, false) => adam_loop!(true, false),
+                    (false, true) => adam_loop!(false, true),
+                    (true, true) => adam_loop!(true, true),
+                }
+            },
+        )
+    }
+}
+
+/// Checks Adam's arguments but the gradient; returns the bias corrections
+/// `(1 - beta1^t, sqrt(1 - beta2^t))`.
+fn adam_checks(
+    op: &'static str,
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    t: u64,
+    c: &AdamConfig,
+) -> Result<(f64, f64)> {
+    float_param(op, param)?;
+    check(op, param, m, "first moment")?;
+    check(op, param, v, "second moment")?;
+    if t == 0 {
+        return Err(Error::invalid(op, "steps count from 1"));
+    }
+    let bc1 = 1.0 - c.beta1.powi(t as i32);
+    let bc2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
+    Ok((bc1, bc2_sqrt))
+}
+
 /// One Adam/AdamW step at (1-based) step `t`: updates `param`, `m` and `v` in place.
 pub fn adam_step(
     param: &mut Tensor,
@@ -175,15 +301,8 @@ pub fn adam_step(
     c: &AdamConfig,
 ) -> Result<()> {
     const OP: &str = "adam_step";
-    float_param(OP, param)?;
     check(OP, param, grad, "gradient")?;
-    check(OP, param, m, "first moment")?;
-    check(OP, param, v, "second moment")?;
-    if t == 0 {
-        return Err(Error::invalid(OP, "steps count from 1"));
-    }
-    let bc1 = 1.0 - c.beta1.powi(t as i32);
-    let bc2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
+    let (bc1, bc2_sqrt) = adam_checks(OP, param, m, v, t, c)?;
     #[cfg(feature = "cuda")]
     if param.device().is_cuda() {
         return crate::cuda::adam(param, grad, m, v, bc1, bc2_sqrt, c);
@@ -196,51 +315,7 @@ pub fn adam_step(
         let ps = param.make_mut::<T>()?;
         let ms = m.make_mut::<T>()?;
         let vs = v.make_mut::<T>()?;
-        let (b1, b2) = (c.beta1 as T, c.beta2 as T);
-        let tiny = T::MIN_POSITIVE;
-        // A gradient this small adds a subnormal square to v (in f32, |g| below about 3e-18,
-        // as when a model has memorized its data): the term is dropped instead.
-        let sq_floor = (tiny / (1.0 - b2)).sqrt();
-        let step_size = (c.lr / bc1) as T;
-        let bc2s = bc2_sqrt as T;
-        let eps = c.eps as T;
-        let wd = c.weight_decay as T;
-        let decay = (1.0 - c.lr * c.weight_decay) as T;
-        let (decoupled, l2) = (
-            c.decoupled && c.weight_decay != 0.0,
-            !c.decoupled && c.weight_decay != 0.0,
-        );
-        let kernel = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
-            dispatch(
-                #[inline(always)]
-                || {
-                    // Zipped iterators (no indexing), and one loop per weight-decay mode
-                    // with no branch inside (a conditional store keeps the loop scalar), so
-                    // that the loop vectorizes.
-                    macro_rules! adam_loop {
-                        ($l2:expr, $decoupled:expr) => {{
-                            let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
-                            for (((p, &g), m), v) in it {
-                                let gi = if $l2 { g + wd * *p } else { g };
-                                let pi = if $decoupled { *p * decay } else { *p };
-                                let mi = flush(*m + (1.0 - b1) * (gi - *m), tiny);
-                                let gq = flush(gi, sq_floor);
-                                let vi = flush(b2 * *v + (1.0 - b2) * gq * gq, tiny);
-                                *m = mi;
-                                *v = vi;
-                                *p = pi - step_size * mi / (vi.sqrt() / bc2s + eps);
-                            }
-                        }};
-                    }
-                    match (l2, decoupled) {
-                        (false, false) => adam_loop!(false, false),
-                        (true, false) => adam_loop!(true, false),
-                        (false, true) => adam_loop!(false, true),
-                        (true, true) => adam_loop!(true, true),
-                    }
-                },
-            )
-        };
+        let k = AdamConsts::<T>::new(c, bc1, bc2_sqrt);
         if ps.len() >= 2 * CHUNK {
             // The moments are split with the parameters: each task takes its own range of all
             // four buffers.
@@ -251,14 +326,207 @@ pub fn adam_step(
                 .collect();
             crate::cpu::par::for_each_chunk(&mut parts, 1, |_, part| {
                 for ((p, g), (m, v)) in part {
-                    kernel(p, g, m, v);
+                    k.update(p, g, m, v);
                 }
             });
         } else {
-            kernel(ps, gs, ms, vs);
+            k.update(ps, gs, ms, vs);
         }
     });
     Ok(())
+}
+
+/// Largest number of gradient elements [`adam_step_product`] computes at once on one thread
+/// (a block of rows of the product, kept in a buffer of the thread for the next step). A
+/// parameter whose rows are longer than `BLOCK / 32` takes [`adam_step`]'s path instead.
+const BLOCK: usize = 1 << 17;
+
+/// [`adam_step`] with the gradient given as the matrix product `lhs @ rhs` (2-D operands of
+/// the parameter's dtype and device, their product of the parameter's 2-D shape): a linear
+/// layer's weight gradient, the product of the layer's output gradient and its input.
+///
+/// On the CPU the product is never written out whole: the parameter's rows are cut into one
+/// range per thread of the pool (for products of at least [`SPLIT_WORK`] multiply-adds), and
+/// each thread computes the gradient of its rows in blocks of at most `BLOCK` elements
+/// (one single-threaded `gemm` call each) and applies the update to those rows while the
+/// block is in its cache. The gradient makes no trip through memory, the step has no barrier
+/// between the product and the update, and a thread updates the rows whose gradient it
+/// computed. Numbers: the same `gemm` kernels and Adam loop as the product followed by
+/// [`adam_step`] (a product cut differently may round its sums differently, within
+/// `gemm`'s accuracy). Other dtypes and devices, and rows longer than `BLOCK / 32`, compute
+/// the product with [`Tensor::matmul`] and call [`adam_step`]. Like every update, nothing is
+/// written when an argument is invalid.
+pub fn adam_step_product(
+    param: &mut Tensor,
+    lhs: &Tensor,
+    rhs: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    t: u64,
+    c: &AdamConfig,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    let (&[rows, inner], &[inner2, cols]) = (lhs.shape(), rhs.shape()) else {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the gradient's factors must be matrices, got shapes {:?} and {:?}",
+                lhs.shape(),
+                rhs.shape()
+            ),
+        ));
+    };
+    if inner != inner2 || param.shape() != [rows, cols] {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: lhs.shape().to_vec(),
+            rhs: rhs.shape().to_vec(),
+            hint: format!(
+                "the gradient's factors must multiply to the parameter's shape {:?}",
+                param.shape()
+            ),
+        });
+    }
+    for (what, x) in [
+        ("the gradient's left factor", lhs),
+        ("the gradient's right factor", rhs),
+    ] {
+        if x.dtype() != param.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                expected: format!("{} ({what} must match the parameter)", param.dtype()),
+                got: x.dtype(),
+            });
+        }
+        if x.device() != param.device() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{what} is on {:?}, the parameter on {:?}",
+                    x.device(),
+                    param.device()
+                ),
+            ));
+        }
+    }
+    let (bc1, bc2_sqrt) = adam_checks(OP, param, m, v, t, c)?;
+    if !param.device().is_cpu() || cols > BLOCK / 32 || rows == 0 || cols == 0 {
+        return adam_step(param, &lhs.matmul(rhs)?, m, v, t, c);
+    }
+    for_float!(param, |T| adam_product::<T>(
+        param,
+        [lhs, rhs],
+        m,
+        v,
+        [rows, inner, cols],
+        AdamConsts::<T>::new(c, bc1, bc2_sqrt)
+    ))
+}
+
+/// The CPU half of [`adam_step_product`], its arguments checked.
+fn adam_product<T: Real>(
+    param: &mut Tensor,
+    [lhs, rhs]: [&Tensor; 2],
+    m: &mut Tensor,
+    v: &mut Tensor,
+    [rows, inner, cols]: [usize; 3],
+    k: AdamConsts<T>,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    fn mat<T: Real>(x: &Tensor, dims: [usize; 2]) -> Result<(&[T], usize, [usize; 2])> {
+        let (s, l) = x.cpu(OP)?;
+        let slice = s.as_slice::<T>()?;
+        let strides = match *x.strides() {
+            [a, b] => [a, b],
+            _ => [0, 0],
+        };
+        // Checked here, before anything is written.
+        MatRef::new(slice, l.offset(), dims, strides)?;
+        Ok((slice, l.offset(), strides))
+    }
+    let (ls, lo, lst) = mat::<T>(lhs, [rows, inner])?;
+    let (rs, ro, rst) = mat::<T>(rhs, [inner, cols])?;
+    let ps = param.make_mut::<T>()?;
+    let ms = m.make_mut::<T>()?;
+    let vs = v.make_mut::<T>()?;
+    let threads = rayon::current_num_threads();
+    let parts = if rows * inner * cols >= SPLIT_WORK {
+        threads.min(rows / 16).max(1)
+    } else {
+        1
+    };
+    let per = rows.div_ceil(parts);
+    let block_rows = (BLOCK / cols).min(per).max(1);
+    let mut tasks: Vec<_> = ps
+        .chunks_mut(per * cols)
+        .zip(ms.chunks_mut(per * cols).zip(vs.chunks_mut(per * cols)))
+        .collect();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    crate::cpu::par::for_each_chunk(&mut tasks, 1, |i, task| {
+        let Some((p, (m, v))) = task.first_mut() else {
+            return;
+        };
+        with_scratch::<T>(block_rows * cols, |g| {
+            let first = i * per;
+            let mut done = 0;
+            while done < p.len() {
+                let r = ((p.len() - done) / cols).min(block_rows);
+                let n = r * cols;
+                // Rows `first + done / cols ..` of the product.
+                let a = MatRef::new(ls, lo + (first + done / cols) * lst[0], [r, inner], lst);
+                let b = MatRef::new(rs, ro, [inner, cols], rst);
+                let ok = match (a, b, MatMut::row_major(&mut g[..n], r, cols)) {
+                    (Ok(a), Ok(b), Ok(out)) => gemm(out, a, b, false, Threads::Single).is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    // Unreachable: the operands were checked whole above.
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                let range = done..done + n;
+                k.update(
+                    &mut p[range.clone()],
+                    &g[..n],
+                    &mut m[range.clone()],
+                    &mut v[range],
+                );
+                done += n;
+            }
+        });
+    });
+    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::invalid(
+            OP,
+            "the gradient's product failed (internal error)",
+        ));
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// [`adam_product`]'s gradient blocks (at most `BLOCK` elements), kept from step to step.
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of `len` elements of `T` (`f32` or `f64`;
+/// contents unspecified).
+fn with_scratch<T: Real>(len: usize, f: impl FnOnce(&mut [T])) {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+            if buf.len() < words {
+                buf.resize(words, 0.0);
+            }
+            // SAFETY: the buffer holds at least `len * size_of::<T>()` initialized bytes,
+            // 8-byte aligned (enough for f32 and f64, for which every bit pattern is a value),
+            // and the mutable borrow of `buf` is held for the slice's lifetime.
+            let s = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) };
+            f(s)
+        }
+        // Re-entered on this thread (a nested pool task): a buffer of its own.
+        Err(_) => f(&mut vec![<T as Float>::ZERO; len]),
+    })
 }
 
 /// One SGD step. `momentum_buffer` must be given when momentum is non-zero; pass
@@ -481,6 +749,167 @@ mod tests {
             // The live gradient's moment converges to it.
             assert!((mv[2] - 1e-3).abs() < 1e-9, "{dtype}: {mv:?}");
         }
+    }
+
+    /// Deterministic values in [-1, 1) of `dtype`, shape `shape`.
+    fn wavy(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 + seed * 11) % 101) as f64 / 50.5 - 1.0)
+            .collect();
+        Tensor::from_slice(&v, shape).unwrap().cast(dtype).unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
+        let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * y.abs().max(1.0),
+                "{what}: element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn adam_with_a_product_gradient_matches_the_product_then_adam() {
+        // A weight gradient as graph mode's backward pass makes it: the transposed output
+        // gradient (a view) times the layer's input. Shapes that run on one thread, that split
+        // over the pool (128x64x784: the benchmarks' first layer), that take several blocks
+        // per thread (rows of 4,000: 32 rows a block), and whose rows are too long to fuse.
+        let cases: [(usize, usize, usize); 5] = [
+            (10, 64, 128),
+            (128, 64, 784),
+            (300, 20, 61),
+            (70, 40, 4000),
+            (3, 5, 5000),
+        ];
+        let configs = [
+            AdamConfig::default(),
+            AdamConfig {
+                weight_decay: 0.1,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                weight_decay: 0.1,
+                decoupled: true,
+                ..AdamConfig::default()
+            },
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            for &(rows, batch, cols) in &cases {
+                for c in &configs {
+                    let dy = wavy(&[batch, rows], 1, dtype);
+                    let x = wavy(&[batch, cols], 2, dtype);
+                    let lhs = dy.t().unwrap();
+                    let start = wavy(&[rows, cols], 3, dtype);
+                    let (mut p1, mut m1, mut v1) = (
+                        start.copy().unwrap(),
+                        start.zeros_like(),
+                        start.zeros_like(),
+                    );
+                    let (mut p2, mut m2, mut v2) = (
+                        start.copy().unwrap(),
+                        start.zeros_like(),
+                        start.zeros_like(),
+                    );
+                    for step in 1..=3 {
+                        adam_step_product(&mut p1, &lhs, &x, &mut m1, &mut v1, step, c).unwrap();
+                        let g = lhs.matmul(&x).unwrap();
+                        adam_step(&mut p2, &g, &mut m2, &mut v2, step, c).unwrap();
+                    }
+                    let what = format!("{dtype} {rows}x{batch}x{cols} {c:?}");
+                    close(&p1, &p2, tol, &what);
+                    close(&m1, &m2, tol, &what);
+                    close(&v1, &v2, tol, &what);
+                    // The update did move the parameter (three steps of about lr each, where
+                    // the gradient is not zero).
+                    let moved = p1
+                        .to_f64_vec()
+                        .unwrap()
+                        .iter()
+                        .zip(start.to_f64_vec().unwrap())
+                        .filter(|(a, b)| (*a - b).abs() > 1e-3)
+                        .count();
+                    assert!(moved > rows * cols / 2, "{what}: {moved} moved");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adam_with_a_product_gradient_is_the_same_on_any_pool() {
+        // The rows are cut per thread of the pool: 1, 2, 3 and 5 threads give the numbers of
+        // the product followed by Adam.
+        let dy = wavy(&[64, 130], 4, DType::F32);
+        let x = wavy(&[64, 333], 5, DType::F32);
+        let lhs = dy.t().unwrap();
+        let start = wavy(&[130, 333], 6, DType::F32);
+        let c = AdamConfig::default();
+        let mut want = (
+            start.copy().unwrap(),
+            start.zeros_like(),
+            start.zeros_like(),
+        );
+        adam_step(
+            &mut want.0,
+            &lhs.matmul(&x).unwrap(),
+            &mut want.1,
+            &mut want.2,
+            1,
+            &c,
+        )
+        .unwrap();
+        for threads in [1, 2, 3, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (p, m, v) = pool.install(|| {
+                let (mut p, mut m, mut v) = (
+                    start.copy().unwrap(),
+                    start.zeros_like(),
+                    start.zeros_like(),
+                );
+                adam_step_product(&mut p, &lhs, &x, &mut m, &mut v, 1, &c).unwrap();
+                (p, m, v)
+            });
+            close(&p, &want.0, 1e-5, &format!("{threads} threads"));
+            close(&m, &want.1, 1e-5, &format!("{threads} threads"));
+            close(&v, &want.2, 1e-5, &format!("{threads} threads"));
+        }
+    }
+
+    #[test]
+    fn adam_with_a_bad_product_gradient_fails_and_writes_nothing() {
+        let c = AdamConfig::default();
+        let start = wavy(&[4, 6], 7, DType::F32);
+        let (mut p, mut m, mut v) = (
+            start.copy().unwrap(),
+            start.zeros_like(),
+            start.zeros_like(),
+        );
+        let a = wavy(&[4, 3], 8, DType::F32);
+        let b = wavy(&[3, 6], 9, DType::F32);
+        let bad: [(Tensor, Tensor, u64, &str); 5] = [
+            (wavy(&[4, 2], 8, DType::F32), b.clone(), 1, "multiply"),
+            (a.clone(), wavy(&[3, 5], 9, DType::F32), 1, "multiply"),
+            (a.reshape(&[12]).unwrap(), b.clone(), 1, "matrices"),
+            (a.cast(DType::F64).unwrap(), b.clone(), 1, "left factor"),
+            (a.clone(), b.clone(), 0, "steps count from 1"),
+        ];
+        for (l, r, step, msg) in bad {
+            let e = adam_step_product(&mut p, &l, &r, &mut m, &mut v, step, &c).unwrap_err();
+            assert!(e.to_string().contains(msg), "{e}");
+            assert_eq!(p.to_vec::<f32>().unwrap(), start.to_vec::<f32>().unwrap());
+            assert!(m.to_vec::<f32>().unwrap().iter().all(|&x| x == 0.0));
+            assert!(v.to_vec::<f32>().unwrap().iter().all(|&x| x == 0.0));
+        }
+        // A moment of the wrong shape.
+        let mut short = Tensor::zeros(&[4, 5], DType::F32);
+        assert!(adam_step_product(&mut p, &a, &b, &mut short, &mut v, 1, &c).is_err());
+        assert_eq!(p.to_vec::<f32>().unwrap(), start.to_vec::<f32>().unwrap());
     }
 
     #[test]
