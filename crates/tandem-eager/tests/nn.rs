@@ -351,3 +351,32 @@ fn linear_without_a_tape_runs_one_kernel_with_the_numbers_of_the_ops() {
         "{e}"
     );
 }
+
+#[test]
+fn an_optimizer_step_that_fails_leaves_every_parameter_as_it_was() {
+    // The update kernels take f32 and f64 parameters; a float16 one, listed after an f32 one,
+    // fails the step before the f32 parameter is updated.
+    let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2])
+        .unwrap()
+        .requires_grad_(true);
+    let h = Tensor::from_vec(vec![1.0f32, -1.0], &[2])
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap()
+        .requires_grad_(true);
+    let la = (&a * &a).unwrap().sum_all().unwrap();
+    let hf = h.to_dtype(DType::F32).unwrap();
+    let lh = (&hf * &hf).unwrap().sum_all().unwrap();
+    (&la + &lh).unwrap().backward().unwrap();
+    assert!(h.grad().is_some());
+    let before_h = h.value().to_f64_vec().unwrap();
+    let mut opt = Adam::new(vec![a.clone(), h.clone()], AdamConfig::default());
+    let e = opt.step().unwrap_err().to_string();
+    assert!(e.contains("float16"), "{e}");
+    assert_eq!(a.to_vec::<f32>().unwrap(), [1.0, 2.0]);
+    assert_eq!(h.value().to_f64_vec().unwrap(), before_h);
+    // Without the float16 parameter the step runs.
+    let mut opt = Adam::new(vec![a.clone()], AdamConfig::default());
+    opt.step().unwrap();
+    assert_ne!(a.to_vec::<f32>().unwrap(), [1.0, 2.0]);
+}

@@ -711,10 +711,15 @@ fn validate_update(
             .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
         (*grad, None)
     };
-    if !param.dtype().is_float() {
+    // What the optimizer kernels accept (checked here: at commit, other updates may already
+    // have been applied).
+    if !matches!(param.dtype(), DType::F32 | DType::F64) {
         return Err(Error::invalid(
             a.update.name(),
-            format!("parameters must be float, got {}", param.dtype()),
+            format!(
+                "parameters must be float32 or float64, got {}",
+                param.dtype()
+            ),
         ));
     }
     let want = a.update.slot_names().len();

@@ -155,3 +155,34 @@ fn schedules_follow_their_formulas() {
     }
     assert!(piecewise_constant(&step, &[10], &[1.0]).is_err());
 }
+
+#[test]
+fn an_update_the_kernels_cannot_run_fails_before_any_variable_changes() {
+    // The optimizer kernels take f32 and f64 parameters. A float16 parameter's update is
+    // refused when the run validates it, not at commit after other parameters were updated.
+    let g = Graph::new();
+    let a = g
+        .variable("a", Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap())
+        .unwrap();
+    let h16 = Tensor::from_slice(&[1.0f32, -1.0], &[2])
+        .unwrap()
+        .cast(DType::F16)
+        .unwrap();
+    let h = g.variable("h", h16.clone()).unwrap();
+    let hf = g.cast(&h, DType::F32).unwrap();
+    let la = g.sum(&g.square(&a).unwrap(), &[0], false).unwrap();
+    let lh = g.sum(&g.square(&hf).unwrap(), &[0], false).unwrap();
+    let loss = g.add(&la, &lh).unwrap();
+    let train = Adam::new(0.1).minimize(&loss).unwrap();
+    let s = Session::new(&g).unwrap();
+    let err = s.run(&[&train], &[]).unwrap_err().to_string();
+    assert!(err.contains("float16"), "{err}");
+    assert_eq!(
+        s.variable_value(&a).unwrap().to_vec::<f32>().unwrap(),
+        [1.0, 2.0]
+    );
+    assert_eq!(
+        s.variable_value(&h).unwrap().to_f64_vec().unwrap(),
+        h16.to_f64_vec().unwrap()
+    );
+}

@@ -20,6 +20,43 @@ use std::collections::HashMap;
 use std::path::Path;
 use tandem_tensor::{Error, Result};
 
+/// What every update kernel needs of a parameter and its gradient: an f32 or f64 parameter,
+/// and a gradient of its shape, dtype and device.
+fn check_update(p: &Value, g: &Value) -> Result<()> {
+    const OP: &str = "optimizer step";
+    if !matches!(
+        p.dtype(),
+        tandem_tensor::DType::F32 | tandem_tensor::DType::F64
+    ) {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.dtype(),
+            device: p.device(),
+        });
+    }
+    if g.shape() != p.shape() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: p.shape().to_vec(),
+            rhs: g.shape().to_vec(),
+            hint: "a gradient must have its parameter's shape".into(),
+        });
+    }
+    if g.dtype() != p.dtype() || g.device() != p.device() {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "a {} gradient on {:?} for a {} parameter on {:?}",
+                g.dtype(),
+                g.device(),
+                p.dtype(),
+                p.device()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A set of parameters sharing a learning rate and weight decay.
 #[derive(Clone)]
 pub struct ParamGroup {
@@ -83,6 +120,13 @@ impl OptimizerState {
         &mut self,
         mut f: impl FnMut(&ParamGroup, &Tensor, &Value, &mut ParamState) -> Result<()>,
     ) -> Result<()> {
+        // Every parameter and gradient is checked before the first update is applied, so a
+        // step that fails on one of them leaves all parameters as they were.
+        for p in self.groups.iter().flat_map(|g| &g.params) {
+            if let Some(grad) = p.grad() {
+                check_update(&p.value(), &grad.value())?;
+            }
+        }
         for (g, states) in self.groups.iter().zip(self.state.iter_mut()) {
             for (p, st) in g.params.iter().zip(states.iter_mut()) {
                 let Some(grad) = p.grad() else { continue };
