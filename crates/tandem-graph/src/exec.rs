@@ -98,13 +98,30 @@ pub(crate) struct Deferred {
     lr: Option<f64>,
 }
 
-/// The gradient of a deferred update.
+/// The gradient of an update.
 enum Grad {
     /// Computed by the run.
     Value(Tensor),
     /// The product of two matrices, computed inside the update at commit
     /// ([`PlanOp::ApplyProduct`]).
     Product(Tensor, Tensor),
+}
+
+impl Grad {
+    /// Applies `update` with this gradient (see [`Update::apply`]).
+    fn apply(
+        &self,
+        update: &Update,
+        param: &mut Tensor,
+        slots: &mut [Tensor],
+        t: u64,
+        lr: Option<f64>,
+    ) -> Result<()> {
+        match self {
+            Grad::Value(g) => update.apply(param, g, slots, t, lr),
+            Grad::Product(l, r) => update.apply_product(param, [l, r], slots, t, lr),
+        }
+    }
 }
 
 impl Deferred {
@@ -128,13 +145,9 @@ impl Deferred {
                 }
             }
         }
-        let update = &self.def.update;
-        let r = match &self.grad {
-            Grad::Value(g) => update.apply(&mut param, g, &mut slots, self.t, self.lr),
-            Grad::Product(l, r) => {
-                update.apply_product(&mut param, [l, r], &mut slots, self.t, self.lr)
-            }
-        };
+        let r = self
+            .grad
+            .apply(&self.def.update, &mut param, &mut slots, self.t, self.lr);
         vars[self.def.var] = Some(param);
         for (&i, t) in self.def.slots.iter().zip(slots) {
             vars[i] = Some(t);
@@ -683,6 +696,30 @@ fn product_factors<'t>(
     Ok([l, r])
 }
 
+/// The gradient of an update: input 1, or with `product` the product of inputs 1 and 2,
+/// kept as its factors when `fold` (computed inside the update at commit) and computed now
+/// otherwise.
+fn gradient(
+    a: &ApplyDef,
+    ins: &[&Tensor],
+    param: &Tensor,
+    product: bool,
+    fold: bool,
+) -> Result<Grad> {
+    if !product {
+        let g = ins
+            .get(1)
+            .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
+        return Ok(Grad::Value((*g).clone()));
+    }
+    let [l, r] = product_factors(a, ins, param)?;
+    Ok(if fold {
+        Grad::Product(l.clone(), r.clone())
+    } else {
+        Grad::Value(l.matmul(r)?)
+    })
+}
+
 /// Checks everything an update will need (so that applying it at commit cannot fail on bad
 /// input) and returns it for [`VarStore::commit_with`]. With `product` the gradient is the
 /// product of inputs 1 and 2: kept as its factors for Adam on the CPU (computed at commit,
@@ -696,21 +733,8 @@ fn validate_update(
 ) -> Result<Deferred> {
     let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars, product)?;
     let param = view.get(a.var)?;
-    let computed;
-    let (grad, factors) = if product {
-        let [l, r] = product_factors(a, ins, &param)?;
-        if matches!(a.update, Update::Adam(_)) && param.device().is_cpu() {
-            (l, Some([l, r]))
-        } else {
-            computed = l.matmul(r)?;
-            (&computed, None)
-        }
-    } else {
-        let grad = ins
-            .get(1)
-            .ok_or_else(|| Error::Graph("update needs a gradient".into()))?;
-        (*grad, None)
-    };
+    let fold = product && matches!(a.update, Update::Adam(_)) && param.device().is_cpu();
+    let grad = gradient(a, ins, &param, product, fold)?;
     // What the optimizer kernels accept (checked here: at commit, other updates may already
     // have been applied).
     if !matches!(param.dtype(), DType::F32 | DType::F64) {
@@ -744,16 +768,12 @@ fn validate_update(
         }
         Ok(())
     };
-    if factors.is_none() {
-        check("the gradient", grad)?;
+    if let Grad::Value(g) = &grad {
+        check("the gradient", g)?;
     }
     for &s in &a.slots {
         check("a slot", &view.get(s)?)?;
     }
-    let grad = match factors {
-        Some([l, r]) => Grad::Product(l.clone(), r.clone()),
-        None => Grad::Value(grad.clone()),
-    };
     Ok(Deferred {
         def: a.clone(),
         grad,
@@ -824,20 +844,12 @@ fn run_step(
             let product = matches!(op, PlanOp::ApplyProduct(_));
             let (t, lr) = counter_and_lr(a, ins, slots, &mut view.scalars, product)?;
             let mut param = view.get(a.var)?;
-            let computed;
-            let grad = if product {
-                let [l, r] = product_factors(a, ins, &param)?;
-                computed = l.matmul(r)?;
-                &computed
-            } else {
-                *ins.get(1)
-                    .ok_or_else(|| Error::Graph("update needs a gradient".into()))?
-            };
+            let grad = gradient(a, ins, &param, product, false)?;
             let mut slots = Vec::with_capacity(a.slots.len());
             for &s in &a.slots {
                 slots.push(view.get(s)?);
             }
-            a.update.apply(&mut param, grad, &mut slots, t, lr)?;
+            grad.apply(&a.update, &mut param, &mut slots, t, lr)?;
             for (&s, v) in a.slots.iter().zip(slots) {
                 view.overlay.insert(s, v);
             }

@@ -10,9 +10,9 @@
 //! whose gradient has stopped (a dead ReLU unit's weights, an always-zero input's) would
 //! otherwise keep it subnormal for good, and x86 cores take a slow microcode path for every
 //! vector that holds one: Adam's updates of the benchmarks' MLP took two to three times as
-//! long (docs/benchmarks.md; TensorFlow's CPU kernels flush to zero as well). Only values below 1.2e-38 (f32) or 2.2e-308 (f64) are
-//! changed; for the same reason a squared gradient that would be subnormal is not added to
-//! Adam's or RMSprop's second moment.
+//! long (docs/benchmarks.md; TensorFlow's CPU kernels flush to zero as well). Only values
+//! below 1.2e-38 (f32) or 2.2e-308 (f64) are changed; for the same reason a squared gradient
+//! that would be subnormal is not added to Adam's or RMSprop's second moment.
 
 use crate::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads, SPLIT_WORK};
 use crate::cpu::simd::dispatch;
