@@ -6,9 +6,7 @@
 use crate::eval::eval;
 use crate::op::Op;
 use tandem_tensor::cpu::binary::{zip_map, zip_map_into};
-use tandem_tensor::cpu::matmul::{
-    gemm, gemm_then, matmul_then, GemmScalar, MatMut, MatRef, Threads,
-};
+use tandem_tensor::cpu::matmul::{gemm, GemmScalar, MatMut, MatRef, Threads};
 use tandem_tensor::cpu::simd::dispatch;
 use tandem_tensor::{BinaryOp, DType, Element, Result, Tensor, UnaryOp};
 
@@ -125,9 +123,8 @@ pub fn product_into<T: GemmScalar>(
 /// weight, typically a view) and its activation.
 ///
 /// For 2-D `x [M, K]`, `w [K, N]` and `b [N]`, all f32 or all f64 on the host, this is one
-/// product into the output, with the bias (and relu) added to each thread's part of each row
-/// by that thread as soon as its part of the product is done, while it is still in that
-/// core's cache; written into `out` when it is a contiguous `[M, N]` tensor of that dtype;
+/// product into the output, then the bias (and relu) in one pass over each row while it is
+/// still in cache, written into `out` when it is a contiguous `[M, N]` tensor of that dtype;
 /// the numbers are those of the ops one after another (the same product, then the same
 /// additions). Anything else (other ranks, dtypes or devices, shapes that do not chain) runs
 /// the ops, which also word the errors.
@@ -174,41 +171,29 @@ fn matmul_bias_typed<T: GemmScalar + PartialOrd>(
     let Some(bias) = b.as_slice::<T>() else {
         return matmul_bias_ops(x, w, &b, relu);
     };
-    // The bias and relu of each part of the row, on the thread that computed it.
-    let then = |_row: usize, first: usize, values: &mut [T]| {
-        let bias = &bias[first..first + values.len()];
+    let mut result = product_into::<T>(x, w, [m, k, n], out, "matmul_bias")?;
+    let dst = result.make_mut::<T>()?;
+    if n > 0 {
         dispatch(
             #[inline(always)]
             || {
-                if relu {
-                    // Relu as the op computes it: negative values become zero, NaN stays.
-                    for (o, &c) in values.iter_mut().zip(bias) {
-                        let v = *o + c;
-                        *o = if v < T::ZERO { T::ZERO } else { v };
-                    }
-                } else {
-                    for (o, &c) in values.iter_mut().zip(bias) {
-                        *o = *o + c;
+                for row in dst.chunks_exact_mut(n) {
+                    if relu {
+                        // Relu as the op computes it: negative values become zero, NaN stays.
+                        for (o, &c) in row.iter_mut().zip(bias) {
+                            let v = *o + c;
+                            *o = if v < T::ZERO { T::ZERO } else { v };
+                        }
+                    } else {
+                        for (o, &c) in row.iter_mut().zip(bias) {
+                            *o = *o + c;
+                        }
                     }
                 }
             },
-        )
-    };
-    let (xs, xl) = x.cpu("matmul_bias")?;
-    let (ws, wl) = w.cpu("matmul_bias")?;
-    let lhs = MatRef::new(xs.as_slice::<T>()?, xl.offset(), [m, k], strides2(x))?;
-    let rhs = MatRef::new(ws.as_slice::<T>()?, wl.offset(), [k, n], strides2(w))?;
-    match out {
-        Some(mut t) if t.shape() == [m, n] && t.dtype() == T::DTYPE && t.is_contiguous() => {
-            let dst = MatMut::row_major(t.make_mut::<T>()?, m, n)?;
-            gemm_then(dst, lhs, rhs, false, Threads::Auto, &then)?;
-            Ok(t)
-        }
-        _ => Tensor::from_cpu_storage(
-            T::into_cpu_storage(matmul_then(lhs, rhs, Threads::Auto, &then)?),
-            &[m, n],
-        ),
+        );
     }
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -316,53 +301,6 @@ mod tests {
         let other = Tensor::zeros(&[4, 3], DType::F32);
         let got = matmul_bias(&x, &wt, &b, false, Some(other)).unwrap();
         assert_eq!(got.shape(), &[3, 4]);
-    }
-
-    #[test]
-    fn split_matmul_bias_equals_the_ops() {
-        // Products big enough to be split over the pool (by rows, by columns, a batch-1
-        // vector product), into a fresh output and into a planned buffer: each thread's part
-        // gets its bias and relu, with the numbers of the ops.
-        for &(m, k, n) in &[
-            (1024usize, 784usize, 128usize),
-            (96, 300, 400),
-            (1, 784, 128),
-        ] {
-            let x = Tensor::from_vec(
-                (0..m * k)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                    .collect(),
-                &[m, k],
-            )
-            .unwrap();
-            let w = Tensor::from_vec(
-                (0..n * k)
-                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 240.0)
-                    .collect(),
-                &[n, k],
-            )
-            .unwrap();
-            let b =
-                Tensor::from_vec((0..n).map(|i| (i % 13) as f32 - 6.0).collect(), &[n]).unwrap();
-            let wt = w.t().unwrap();
-            for relu in [false, true] {
-                let ops = matmul_bias_ops(&x, &wt, &b, relu).unwrap();
-                let fresh = matmul_bias(&x, &wt, &b, relu, None).unwrap();
-                assert_eq!(bits(&fresh), bits(&ops), "{m}x{k}x{n}, relu {relu}");
-                let buf = Tensor::full(&[m, n], f32::NAN as f64, DType::F32);
-                let planned = matmul_bias(&x, &wt, &b, relu, Some(buf)).unwrap();
-                assert_eq!(bits(&planned), bits(&ops), "{m}x{k}x{n} into a buffer");
-                if relu {
-                    let zeros = ops
-                        .to_vec::<f32>()
-                        .unwrap()
-                        .iter()
-                        .filter(|&&v| v == 0.0)
-                        .count();
-                    assert!(zeros > 0 && zeros < m * n, "relu must cut some values");
-                }
-            }
-        }
     }
 
     #[test]

@@ -210,92 +210,6 @@ pub fn gemm<T: GemmScalar>(
     accumulate: bool,
     threads: Threads,
 ) -> Result<()> {
-    product(dst, lhs, rhs, accumulate, threads, None)
-}
-
-/// Work on the finished values of a product's output rows: `then(row, first_col, values)`,
-/// where `values` is `dst[row][first_col..first_col + values.len()]`.
-pub type RowsThen<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
-
-/// [`gemm()`], then `then` on the output, row by row: a product split over threads hands
-/// each thread's part of every row to `then` on that thread, as soon as the part is
-/// computed, while it is still in that core's cache (a bias and an activation cost no extra
-/// pass over a matrix the other core wrote). Each output element is handed over exactly once,
-/// after its final value is written. The output's rows must be contiguous (column stride 1).
-///
-/// ```
-/// use tandem_tensor::cpu::matmul::{gemm_then, MatMut, MatRef, Threads};
-/// let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
-/// let mut c = [0.0f32; 4];
-/// let lhs = MatRef::row_major(&a, 2, 2).unwrap();
-/// let bias = [100.0f32, 200.0];
-/// let add_bias = |_row: usize, col: usize, values: &mut [f32]| {
-///     for (v, b) in values.iter_mut().zip(&bias[col..]) {
-///         *v += b;
-///     }
-/// };
-/// gemm_then(MatMut::row_major(&mut c, 2, 2).unwrap(), lhs, lhs, false, Threads::Auto, &add_bias)
-///     .unwrap();
-/// assert_eq!(c, [107.0, 210.0, 115.0, 222.0]); // a @ a + bias
-/// ```
-pub fn gemm_then<T: GemmScalar>(
-    dst: MatMut<'_, T>,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-    accumulate: bool,
-    threads: Threads,
-    then: RowsThen<'_, T>,
-) -> Result<()> {
-    if dst.strides[1] != 1 && dst.dims[1] > 1 {
-        return Err(Error::BadShape {
-            op: "gemm",
-            shape: dst.dims.to_vec(),
-            msg: format!(
-                "work on the output's rows needs contiguous rows, not a column stride of {}",
-                dst.strides[1]
-            ),
-        });
-    }
-    product(dst, lhs, rhs, accumulate, threads, Some(then))
-}
-
-/// `lhs @ rhs` as a new row-major vector, with `then` applied as in [`gemm_then`].
-pub fn matmul_then<T: GemmScalar>(
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-    threads: Threads,
-    then: RowsThen<'_, T>,
-) -> Result<Vec<T>> {
-    let [m, n] = [lhs.dims[0], rhs.dims[1]];
-    let len = m.checked_mul(n).ok_or_else(|| Error::BadShape {
-        op: "gemm",
-        shape: vec![m, n],
-        msg: "the output has more elements than memory can address".into(),
-    })?;
-    // Not cleared first: the product writes every element (see `matmul_batched`), and an
-    // error drops the vector unread.
-    let mut out = super::strided::output_vec::<T>(len);
-    gemm_then(
-        MatMut::row_major(&mut out, m, n)?,
-        lhs,
-        rhs,
-        false,
-        threads,
-        then,
-    )?;
-    Ok(out)
-}
-
-/// [`gemm()`] with optional work on the output's rows (see [`gemm_then`], which checked that
-/// the rows are contiguous).
-fn product<T: GemmScalar>(
-    dst: MatMut<'_, T>,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-    accumulate: bool,
-    threads: Threads,
-    then: Option<RowsThen<'_, T>>,
-) -> Result<()> {
     let [m, k] = lhs.dims;
     let [k2, n] = rhs.dims;
     if k != k2 || dst.dims != [m, n] {
@@ -310,9 +224,7 @@ fn product<T: GemmScalar>(
         return Ok(());
     }
     let mut dst = dst;
-    let vector = m == 1 || n == 1;
-    if T::VECTOR_KERNELS && vector && vector_product(&mut dst, &lhs, &rhs, accumulate) {
-        then_rows(&mut dst, then);
+    if T::VECTOR_KERNELS && (m == 1 || n == 1) && vector_product(&mut dst, &lhs, &rhs, accumulate) {
         return Ok(());
     }
     let work = m.saturating_mul(n).saturating_mul(k);
@@ -331,7 +243,6 @@ fn product<T: GemmScalar>(
         rhs: (rhs.data.as_ptr() as usize, at(rhs.data.len(), rhs.offset)),
         rhs_strides: rhs.strides,
         accumulate,
-        first: [0, 0],
     };
     let threads = match threads {
         Threads::Single => 1,
@@ -341,29 +252,12 @@ fn product<T: GemmScalar>(
         Threads::Auto if work < SPLIT_WORK || m.min(n).min(k) < SPLIT_MIN_SIDE => 1,
         Threads::Auto => rayon::current_num_threads(),
     };
-    // The parts of a vector-shaped product are a few cache lines each, and the caller waits
-    // for the helper's: there the calling thread hands the rows over after the product (a
-    // batch-1 layer took 0.2-0.4 us longer with each thread handing over its own part).
-    let (split_then, after) = if vector { (None, then) } else { (then, None) };
     // SAFETY: `MatRef::new` / `MatMut::new` checked that every element of the three matrices
     // lies inside its slice, and `MatMut::new` that no two output elements alias; the output
     // is borrowed mutably, so it cannot overlap an operand. `T` is f32, f64 or half::f16,
-    // which is the type `gemm` names `gemm::f16`. With work on the rows, `gemm_then` checked
-    // that they are contiguous.
-    unsafe { call.run_split::<T>(threads, split_then) };
-    then_rows(&mut dst, after);
+    // which is the type `gemm` names `gemm::f16`.
+    unsafe { call.run_split::<T>(threads) };
     Ok(())
-}
-
-/// Hands every row of a computed output to `then`, on the calling thread.
-fn then_rows<T>(dst: &mut MatMut<'_, T>, then: Option<RowsThen<'_, T>>) {
-    if let Some(then) = then {
-        let [m, n] = dst.dims;
-        for row in 0..m {
-            let start = dst.offset + row * dst.strides[0];
-            then(row, 0, &mut dst.data[start..start + n]);
-        }
-    }
 }
 
 /// Products of at least this many multiply-adds (`m * n * k`) are split over the rayon pool
@@ -405,8 +299,6 @@ struct Call {
     rhs: (usize, usize),
     rhs_strides: [usize; 2],
     accumulate: bool,
-    /// Where this part starts in the whole output (`[row, column]`).
-    first: [usize; 2],
 }
 
 impl Call {
@@ -425,14 +317,12 @@ impl Call {
             b.m = self.m - h;
             b.dst.1 += h * self.dst_strides[0];
             b.lhs.1 += h * self.lhs_strides[0];
-            b.first[0] += h;
         } else {
             let h = cut(self.n);
             a.n = h;
             b.n = self.n - h;
             b.dst.1 += h * self.dst_strides[1];
             b.rhs.1 += h * self.rhs_strides[1];
-            b.first[1] += h;
         }
         (a, b)
     }
@@ -443,10 +333,10 @@ impl Call {
     ///
     /// # Safety
     /// As for [`Call::run`].
-    unsafe fn run_split<T: GemmScalar>(&self, parts: usize, then: Option<RowsThen<'_, T>>) {
+    unsafe fn run_split<T: GemmScalar>(&self, parts: usize) {
         if parts <= 1 || self.m.max(self.n) < 2 * SPLIT_MIN_SIDE {
             // SAFETY: the caller's contract.
-            return unsafe { self.run::<T>(then) };
+            return unsafe { self.run::<T>() };
         }
         let (a, b) = self.halves();
         let first = parts.div_ceil(2);
@@ -454,18 +344,17 @@ impl Call {
         // parts of the output (rows or columns `..h` and `h..`), so they may run at the same
         // time.
         super::par::join(
-            || unsafe { a.run_split::<T>(first, then) },
-            || unsafe { b.run_split::<T>(parts - first, then) },
+            || unsafe { a.run_split::<T>(first) },
+            || unsafe { b.run_split::<T>(parts - first) },
         );
     }
 
-    /// Runs the product single-threaded, then `then` on each of its output rows.
+    /// Runs the product single-threaded.
     ///
     /// # Safety
     /// The addresses, offsets, sizes and strides must describe matrices inside live buffers of
-    /// `T` (the output writable and not read or written by anyone else meanwhile); with
-    /// `then`, the output's column stride must be 1.
-    unsafe fn run<T: GemmScalar>(&self, then: Option<RowsThen<'_, T>>) {
+    /// `T` (the output writable and not read or written by anyone else meanwhile).
+    unsafe fn run<T: GemmScalar>(&self) {
         let ptr = |(base, offset): (usize, usize)| (base as *mut T).wrapping_add(offset);
         let stride = |s: usize| s as isize;
         // SAFETY: the caller's contract: every element addressed lies inside a live buffer of
@@ -492,18 +381,6 @@ impl Call {
                 false,
                 gemm::Parallelism::None,
             );
-        }
-        if let Some(then) = then {
-            for row in 0..self.m {
-                let start = self.dst.1 + row * self.dst_strides[0];
-                // SAFETY: the caller's contract: this part's rows lie in the live output
-                // buffer, each `n` contiguous elements (column stride 1) that nobody else
-                // touches while this part runs.
-                let values = unsafe {
-                    std::slice::from_raw_parts_mut((self.dst.0 as *mut T).add(start), self.n)
-                };
-                then(self.first[0] + row, self.first[1], values);
-            }
         }
     }
 }
@@ -860,117 +737,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn rows_are_handed_over_once_with_their_final_values() {
-        // Products split by rows and by columns, vector-shaped ones (both layouts of the
-        // matrix operand, the one-column output too), small ones on one thread; on pools of
-        // 1, 2, 3 and 5 threads and from this thread. The work on the rows sees each output
-        // element once, with the product's value (accumulated into what was there), and what
-        // it writes stays.
-        for &(m, k, n, rhs_t) in &[
-            (1024usize, 784usize, 128usize, true),
-            (130, 1024, 333, false),
-            (64, 784, 128, true),
-            (1, 784, 128, true),
-            (1, 784, 128, false),
-            (300, 400, 1, true),
-            (5, 7, 3, false),
-        ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let b: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0)
-                .collect();
-            let lhs = MatRef::row_major(&a, m, k).unwrap();
-            let rhs = if rhs_t {
-                MatRef::row_major(&b, n, k).unwrap().t()
-            } else {
-                MatRef::row_major(&b, k, n).unwrap()
-            };
-            let fresh = || vec![1.5f32; 3 + m * (n + 2)];
-            let at = |i: usize, j: usize| 3 + i * (n + 2) + j;
-            let run = |then: Option<RowsThen<'_, f32>>| {
-                let mut d = fresh();
-                let dst = MatMut::new(&mut d, 3, [m, n], [n + 2, 1]).unwrap();
-                match then {
-                    Some(then) => gemm_then(dst, lhs, rhs, true, Threads::Auto, then).unwrap(),
-                    None => gemm(dst, lhs, rhs, true, Threads::Auto).unwrap(),
-                }
-                d
-            };
-            for pool in [1, 2, 3, 5, 0] {
-                let seen = std::sync::Mutex::new(Vec::new());
-                let then = |row: usize, first: usize, values: &mut [f32]| {
-                    seen.lock().unwrap().push((row, first, values.to_vec()));
-                    for v in values.iter_mut() {
-                        *v = *v * 2.0 + 1.0;
-                    }
-                };
-                let (plain, with_then) = if pool == 0 {
-                    (run(None), run(Some(&then)))
-                } else {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(pool)
-                        .build()
-                        .unwrap()
-                        .install(|| (run(None), run(Some(&then))))
-                };
-                let mut count = vec![0u32; m * n];
-                for (row, first, values) in seen.into_inner().unwrap() {
-                    for (j, v) in values.iter().enumerate() {
-                        count[row * n + first + j] += 1;
-                        assert_eq!(
-                            v.to_bits(),
-                            plain[at(row, first + j)].to_bits(),
-                            "{m}x{k}x{n} on {pool} threads: ({row}, {}) handed over before its final value",
-                            first + j
-                        );
-                    }
-                }
-                assert!(
-                    count.iter().all(|&c| c == 1),
-                    "{m}x{k}x{n} on {pool} threads: an element was handed over {} times",
-                    if count.contains(&0) { 0 } else { 2 }
-                );
-                for i in 0..m {
-                    for j in 0..n {
-                        assert_eq!(with_then[at(i, j)], plain[at(i, j)] * 2.0 + 1.0);
-                    }
-                    assert_eq!(&with_then[at(i, n)..at(i, n) + 2], &[1.5, 1.5]);
-                }
-                assert_eq!(&with_then[..3], &[1.5; 3]);
-            }
-        }
-    }
-
-    #[test]
-    fn rows_for_work_must_be_contiguous() {
-        let a = [1.0f32, 2.0, 3.0, 4.0];
-        let lhs = MatRef::row_major(&a, 2, 2).unwrap();
-        let noop = |_: usize, _: usize, _: &mut [f32]| {};
-        let mut d = [7.0f32; 4];
-        // A column-major output: rows are strided.
-        let dst = MatMut::new(&mut d, 0, [2, 2], [1, 2]).unwrap();
-        let err = gemm_then(dst, lhs, lhs, false, Threads::Auto, &noop).unwrap_err();
-        assert!(err.to_string().contains("contiguous rows"), "{err}");
-        assert_eq!(d, [7.0; 4], "nothing written");
-        // One column: any stride will do.
-        let dst = MatMut::new(&mut d, 0, [2, 1], [2, 5]).unwrap();
-        let col = MatRef::new(&a, 0, [2, 1], [2, 1]).unwrap();
-        gemm_then(dst, lhs, col, false, Threads::Auto, &noop).unwrap();
-        assert_eq!(d, [7.0, 7.0, 15.0, 7.0]);
-        // matmul_then: a fresh output, the work applied.
-        let bias = [10.0f32, 20.0];
-        let add = |_: usize, first: usize, values: &mut [f32]| {
-            for (v, b) in values.iter_mut().zip(&bias[first..]) {
-                *v += b;
-            }
-        };
-        let out = matmul_then(lhs, lhs.t(), Threads::Auto, &add).unwrap();
-        assert_eq!(out, vec![15.0, 31.0, 21.0, 45.0]);
     }
 
     #[test]
