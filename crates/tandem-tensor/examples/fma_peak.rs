@@ -7,6 +7,10 @@
 //! the time of one pass summing it on one thread, and on two threads each summing its own
 //! half, started together and waited for by spinning. The W6 figures are read against it.
 //!
+//! The weight is read twice: starting at a 64-byte boundary (a cache line) and 16 bytes past
+//! one, and each time also multiplied by a vector on one thread (`[1, 784] x [784, 128]`, the
+//! W6 first layer), by Tandem's product and by the `gemm` crate called directly.
+//!
 //! `cargo run --release -p tandem-tensor --example fma_peak`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,16 +173,89 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" + ")
     );
-    let weight: Vec<f32> = (0..784 * 128).map(|i| (i % 7) as f32).collect();
-    let bytes = weight.len() * 4;
-    let (one, two) = read_passes(&weight, 200_000);
-    let gbs = |us: f64| bytes as f64 / us / 1e3;
-    println!("reading {bytes} bytes (784 x 128 f32) again and again:");
-    println!("one thread: {one:.2} us per pass ({:.1} GB/s)", gbs(one));
-    println!(
-        "two threads, a half each: {two:.2} us per pass ({:.1} GB/s)",
-        gbs(two)
-    );
+    // The weight at a 64-byte boundary (a cache line) and 16 bytes past one (where glibc's
+    // malloc puts a large block it maps on its own, and one block in four from its heap).
+    let (k, n) = (784, 128);
+    let mut buffer = vec![0.0f32; k * n + 32];
+    let aligned = (64 - buffer.as_ptr() as usize % 64) % 64 / 4;
+    for (name, start) in [
+        ("at a 64-byte boundary", aligned),
+        ("16 bytes past one", aligned + 4),
+    ] {
+        let weight = &mut buffer[start..start + k * n];
+        for (i, w) in weight.iter_mut().enumerate() {
+            *w = (i % 7) as f32 - 3.0;
+        }
+        let weight = &*weight;
+        let bytes = weight.len() * 4;
+        let (one, two) = read_passes(weight, 200_000);
+        let gbs = |us: f64| bytes as f64 / us / 1e3;
+        println!("reading {bytes} bytes (784 x 128 f32) {name}, again and again:");
+        println!("  one thread: {one:.2} us per pass ({:.1} GB/s)", gbs(one));
+        println!(
+            "  two threads, a half each: {two:.2} us per pass ({:.1} GB/s)",
+            gbs(two)
+        );
+        let (tandem, crate_gemm) = products(weight, k, n, 200_000);
+        println!(
+            "  [1, 784] x [784, 128] (the weight as PyTorch stores it, transposed), one thread: \
+             tandem {tandem:.2} us, the gemm crate called directly {crate_gemm:.2} us"
+        );
+    }
+}
+
+/// Microseconds per `[1, k] x weight^T` product on one thread, `weight` `[n, k]` row-major:
+/// Tandem's `cpu::matmul::gemm`, then the `gemm` crate called directly.
+#[cfg(target_arch = "x86_64")]
+fn products(weight: &[f32], k: usize, n: usize, runs: usize) -> (f64, f64) {
+    use tandem_tensor::cpu::matmul::{gemm, MatMut, MatRef, Threads};
+    let x: Vec<f32> = (0..k).map(|i| (i % 13) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; n];
+    let mut time = |f: &mut dyn FnMut(&mut [f32])| {
+        for _ in 0..runs / 10 {
+            f(&mut out);
+        }
+        let start = Instant::now();
+        for _ in 0..runs {
+            f(&mut out);
+            std::hint::black_box(&mut out);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / runs as f64
+    };
+    let tandem = time(&mut |out| {
+        let lhs = MatRef::row_major(&x, 1, k).expect("x");
+        let rhs = MatRef::row_major(weight, n, k).expect("weight").t();
+        let dst = MatMut::row_major(out, 1, n).expect("out");
+        gemm(dst, lhs, rhs, false, Threads::Single).expect("product");
+    });
+    let crate_gemm = time(&mut |out| {
+        // SAFETY: `x` is [1, k], `weight` [n, k] read as its transpose [k, n] (column stride
+        // k, row stride 1) and `out` [1, n], all inside their buffers.
+        unsafe {
+            gemm::gemm(
+                1,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                weight.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    (tandem, crate_gemm)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

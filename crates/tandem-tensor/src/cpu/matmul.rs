@@ -349,12 +349,67 @@ impl Call {
         );
     }
 
+    /// Runs a vector-shaped `f32` product (`m == 1` or `n == 1`) whose matrix operand has
+    /// contiguous rows along `k` (a linear layer's weight for one sample) as dot products with
+    /// 64-byte-aligned loads ([`super::dot`]); returns false, having done nothing, for other
+    /// products or where that kernel does not run.
+    ///
+    /// # Safety
+    /// As for [`Call::run`], with `T` = `f32`.
+    unsafe fn dot_rows_f32(&self) -> bool {
+        let ptr = |(base, offset): (usize, usize)| (base as *mut f32).wrapping_add(offset);
+        let (x, rows, ld, count, out_stride) =
+            if self.m == 1 && self.lhs_strides[1] == 1 && self.rhs_strides[0] == 1 {
+                // out[0, j] = lhs[0, :] . rhs[:, j]
+                (
+                    self.lhs,
+                    self.rhs,
+                    self.rhs_strides[1],
+                    self.n,
+                    self.dst_strides[1],
+                )
+            } else if self.n == 1 && self.rhs_strides[0] == 1 && self.lhs_strides[1] == 1 {
+                // out[i, 0] = lhs[i, :] . rhs[:, 0]
+                (
+                    self.rhs,
+                    self.lhs,
+                    self.lhs_strides[0],
+                    self.m,
+                    self.dst_strides[0],
+                )
+            } else {
+                return false;
+            };
+        // SAFETY: the caller's contract: `x` holds `k` contiguous elements, each of the
+        // `count` rows `k` contiguous elements `ld` apart, and the `count` outputs lie in the
+        // output, which nobody else touches and which does not overlap the operands.
+        unsafe {
+            super::dot::dot_rows_f32(
+                ptr(x).cast_const(),
+                self.k,
+                ptr(rows).cast_const(),
+                ld,
+                count,
+                ptr(self.dst),
+                out_stride,
+                self.accumulate,
+            )
+        }
+    }
+
     /// Runs the product single-threaded.
     ///
     /// # Safety
     /// The addresses, offsets, sizes and strides must describe matrices inside live buffers of
     /// `T` (the output writable and not read or written by anyone else meanwhile).
     unsafe fn run<T: GemmScalar>(&self) {
+        // SAFETY: the caller's contract, and `T` is `f32` where the kernel is tried.
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && (self.m == 1 || self.n == 1)
+            && unsafe { self.dot_rows_f32() }
+        {
+            return;
+        }
         let ptr = |(base, offset): (usize, usize)| (base as *mut T).wrapping_add(offset);
         let stride = |s: usize| s as isize;
         // SAFETY: the caller's contract: every element addressed lies inside a live buffer of
