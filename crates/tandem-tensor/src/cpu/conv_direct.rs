@@ -23,6 +23,7 @@
 
 use super::conv::ConvGeom;
 use super::par;
+use super::simd::avx512 as available;
 use crate::{Error, Result};
 
 /// `f32` lanes of one AVX-512 vector.
@@ -67,16 +68,6 @@ pub(crate) fn worthwhile(g: &ConvGeom, input_grad: bool) -> bool {
         }
     }
     true
-}
-
-#[cfg(target_arch = "x86_64")]
-fn available() -> bool {
-    super::simd::isa() == super::simd::Isa::Avx512
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn available() -> bool {
-    false
 }
 
 /// One stride-1 convolution as the kernels see it: `groups` groups of `cin` input planes

@@ -21,94 +21,88 @@
 //! same partial sum, in the same order, for every `q`, and the result does not depend on where
 //! the weight lies in memory (the tests check bit-for-bit equality across all 16 alignments).
 
-/// Whether [`dot_rows_f32`] runs on this CPU.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn available() -> bool {
-    super::simd::isa() == super::simd::Isa::Avx512
-}
-
-/// Whether [`dot_rows_f32`] runs on this CPU.
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn available() -> bool {
-    false
-}
+use super::simd::avx512 as available;
 
 /// Rows per register tile: each shares the loads of `x`.
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
 
+/// One vector-times-matrix product over contiguous rows:
 /// `out[j * out_stride] = (out[j * out_stride] if accumulate) + sum_{p < k} x[p] * a[j * ld + p]`
-/// for `j < n`, on AVX-512. Returns false, having done nothing, when the CPU lacks AVX-512,
-/// `k` is 0, or rows would start at different offsets from a 64-byte boundary (`n > 1` and
-/// `ld` not a multiple of 16).
-///
-/// # Safety
-/// `x[..k]`, the rows `a[j * ld..j * ld + k]` for `j < n` and the outputs `out[j *
-/// out_stride]` for `j < n` must lie inside live allocations; the outputs are written and must
-/// not be read or written by anyone else meanwhile, nor overlap `x` or `a`.
-pub(crate) unsafe fn dot_rows_f32(
-    x: *const f32,
-    k: usize,
-    a: *const f32,
-    ld: usize,
-    n: usize,
-    out: *mut f32,
-    out_stride: usize,
-    accumulate: bool,
-) -> bool {
-    if !available() || k == 0 || (n > 1 && !ld.is_multiple_of(16)) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: AVX-512 is present (`available`); the caller's contract covers the rest.
-        unsafe { avx512::rows(x, k, a, ld, n, out, out_stride, accumulate) };
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (x, a, out, out_stride, accumulate);
-        false
+/// for `j < n`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DotRows {
+    /// The vector, `k` contiguous elements.
+    pub x: *const f32,
+    /// The length of the vector and of each row.
+    pub k: usize,
+    /// The first row.
+    pub a: *const f32,
+    /// Elements from one row's start to the next one's.
+    pub ld: usize,
+    /// The number of rows (and of outputs).
+    pub n: usize,
+    /// The first output.
+    pub out: *mut f32,
+    /// Elements from one output to the next.
+    pub out_stride: usize,
+    /// Whether the sums are added to the outputs instead of replacing them.
+    pub accumulate: bool,
+}
+
+impl DotRows {
+    /// Runs the product on AVX-512. Returns false, having done nothing, when the CPU lacks
+    /// AVX-512, `k` is 0, or rows would start at different offsets from a 64-byte boundary
+    /// (`n > 1` and `ld` not a multiple of 16).
+    ///
+    /// # Safety
+    /// `x[..k]`, the rows `a[j * ld..j * ld + k]` for `j < n` and the outputs `out[j *
+    /// out_stride]` for `j < n` must lie inside live allocations; the outputs are written and
+    /// must not be read or written by anyone else meanwhile, nor overlap `x` or `a`.
+    pub(crate) unsafe fn run(&self) -> bool {
+        if !available() || self.k == 0 || (self.n > 1 && !self.ld.is_multiple_of(16)) {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: AVX-512 is present (`available`); the caller's contract covers the rest.
+            unsafe { avx512::rows(self) };
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::ROWS;
+    use super::{DotRows, ROWS};
     use std::arch::x86_64::*;
 
-    /// See [`super::dot_rows_f32`]; AVX-512 must be present.
+    /// See [`DotRows::run`]; AVX-512 must be present.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn rows(
-        x: *const f32,
-        k: usize,
-        a: *const f32,
-        ld: usize,
-        n: usize,
-        out: *mut f32,
-        out_stride: usize,
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn rows(d: &DotRows) {
         let mut j = 0;
         let mut sums = [0f32; ROWS];
-        while j < n {
-            let r = if j + ROWS <= n { ROWS } else { 1 };
-            let rows = a.wrapping_add(j * ld);
+        while j < d.n {
+            let r = if j + ROWS <= d.n { ROWS } else { 1 };
+            let rows = d.a.wrapping_add(j * d.ld);
             // SAFETY: rows `j..j + r` are inside the caller's matrix.
             unsafe {
                 if r == ROWS {
-                    tile::<ROWS>(x, k, rows, ld, &mut sums);
+                    tile::<ROWS>(d.x, d.k, rows, d.ld, &mut sums);
                 } else {
-                    tile::<1>(x, k, rows, ld, &mut sums[..1]);
+                    tile::<1>(d.x, d.k, rows, d.ld, &mut sums[..1]);
                 }
             }
             for (i, &s) in sums[..r].iter().enumerate() {
                 // SAFETY: output `j + i < n`, inside the caller's buffer and written by no one
                 // else.
                 unsafe {
-                    let o = out.add((j + i) * out_stride);
-                    *o = if accumulate { *o + s } else { s };
+                    let o = d.out.add((j + i) * d.out_stride);
+                    *o = if d.accumulate { *o + s } else { s };
                 }
             }
             j += r;
@@ -207,6 +201,8 @@ mod tests {
         (buf, start)
     }
 
+    /// Runs the product of `x` and the `n` rows at `buf[start..]`, `ld` apart.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         x: &[f32],
         buf: &[f32],
@@ -214,23 +210,22 @@ mod tests {
         ld: usize,
         n: usize,
         out: &mut [f32],
-        stride: usize,
+        out_stride: usize,
         accumulate: bool,
     ) -> bool {
-        assert!(out.len() > (n.max(1) - 1) * stride);
+        assert!(out.len() > (n.max(1) - 1) * out_stride);
+        let product = DotRows {
+            x: x.as_ptr(),
+            k: x.len(),
+            a: buf[start..].as_ptr(),
+            ld,
+            n,
+            out: out.as_mut_ptr(),
+            out_stride,
+            accumulate,
+        };
         // SAFETY: the rows lie inside `buf`, `x` has `k` elements, the outputs inside `out`.
-        unsafe {
-            dot_rows_f32(
-                x.as_ptr(),
-                x.len(),
-                buf.as_ptr().add(start),
-                ld,
-                n,
-                out.as_mut_ptr(),
-                stride,
-                accumulate,
-            )
-        }
+        unsafe { product.run() }
     }
 
     #[test]

@@ -380,21 +380,20 @@ impl Call {
             } else {
                 return false;
             };
+        let product = super::dot::DotRows {
+            x: ptr(x).cast_const(),
+            k: self.k,
+            a: ptr(rows).cast_const(),
+            ld,
+            n: count,
+            out: ptr(self.dst),
+            out_stride,
+            accumulate: self.accumulate,
+        };
         // SAFETY: the caller's contract: `x` holds `k` contiguous elements, each of the
         // `count` rows `k` contiguous elements `ld` apart, and the `count` outputs lie in the
         // output, which nobody else touches and which does not overlap the operands.
-        unsafe {
-            super::dot::dot_rows_f32(
-                ptr(x).cast_const(),
-                self.k,
-                ptr(rows).cast_const(),
-                ld,
-                count,
-                ptr(self.dst),
-                out_stride,
-                self.accumulate,
-            )
-        }
+        unsafe { product.run() }
     }
 
     /// Runs the product single-threaded.

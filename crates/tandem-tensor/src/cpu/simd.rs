@@ -102,6 +102,13 @@ unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the kernels run their AVX-512 code on this machine ([`isa`] reports AVX-512 on
+/// x86-64 only).
+#[inline]
+pub fn avx512() -> bool {
+    isa() == Isa::Avx512
+}
+
 /// Elements above which kernels split work across the rayon thread pool.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
 
