@@ -8,6 +8,7 @@ pub mod conv;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod conv_direct;
 pub mod copy;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod dot;
 pub mod index;
 pub mod math;
