@@ -3,8 +3,12 @@
 //! [`gemm()`] is the single entry point for floating-point matrix products (`f32`, `f64`, `f16`):
 //! it takes strided views ([`MatRef`], [`MatMut`]) checked against their slices, and calls the
 //! `gemm` crate with the strides as they are, so a transposed or sliced operand is never
-//! copied. Convolutions and fused graph kernels (matmul + bias: fill `dst` with the broadcast
-//! bias, then call [`gemm()`] with `accumulate = true`) build on it.
+//! copied. Vector-shaped products (one row or one column of output) take loops of their own
+//! where they are faster: an axpy loop over the rows of a row-major right operand (`f32`,
+//! `f64`), and, for `f32` on AVX-512, dot products with cache-line-aligned loads over
+//! contiguous matrix rows, such as a linear layer's weight applied to one sample (`cpu::dot`).
+//! Convolutions and fused graph kernels (matmul + bias: fill `dst` with the broadcast bias,
+//! then call [`gemm()`] with `accumulate = true`) build on it.
 //!
 //! [`matmul_batched`] runs a batch of products over broadcast layouts (the shape logic of
 //! `torch.matmul` lives in the tensor op); [`matmul_batched_int`] is the plain loop used for
