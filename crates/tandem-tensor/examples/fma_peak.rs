@@ -174,7 +174,8 @@ fn main() {
             .join(" + ")
     );
     // The weight at a 64-byte boundary (a cache line) and 16 bytes past one (where glibc's
-    // malloc puts a large block it maps on its own, and one block in four from its heap).
+    // malloc puts a large block it maps on its own; its heap blocks start at any multiple of
+    // 16 bytes).
     let (k, n) = (784, 128);
     let mut buffer = vec![0.0f32; k * n + 32];
     let aligned = (64 - buffer.as_ptr() as usize % 64) % 64 / 4;
