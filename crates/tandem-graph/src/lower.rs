@@ -1,21 +1,24 @@
 //! Lowering, run once after the optimizer passes: the 2-D float matrix products that no
 //! fusion took become [`MatMulKernel`] steps, `g * cast(x > c)` (relu's gradient) becomes
 //! one [`MaskMul`] pass over memory instead of three, a convolution read only by a relu
-//! becomes one [`Conv2dRelu`] kernel, and relu's gradient mask after a max-pooling gradient
-//! joins that gradient's pass ([`MaxPoolBackwardMask`]). A kernel step receives an output
-//! buffer from memory planning (a value that died earlier in the run, or its own buffer of the previous
-//! run, see [`crate::exec::Arena`]), so a training step's large products (a weight gradient
-//! is as big as the weight) are written into the same memory every run instead of a fresh
-//! allocation.
+//! becomes one [`Conv2dRelu`] kernel, relu's gradient mask after a max-pooling gradient
+//! joins that gradient's pass ([`MaxPoolBackwardMask`]), and a convolution's weight and bias
+//! gradients from one output gradient become one step ([`ConvWeightBiasGrad`]). A kernel
+//! step receives an output buffer from memory planning (a value that died earlier in the
+//! run, or its own buffer of the previous run, see [`crate::exec::Arena`]), so a training
+//! step's large products (a weight gradient is as big as the weight) are written into the
+//! same memory every run instead of a fresh allocation.
 
 use crate::fusion::{move_shape_uses, Uses};
-use crate::plan::{Kernel, PlanGraph, PlanOp};
+use crate::plan::{Kernel, PlanGraph, PlanNode, PlanOp};
 use crate::update::Update;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tandem_ir::Op;
+use tandem_ir::{Op, ValueInfo};
 use tandem_tensor::cpu::matmul::GemmScalar;
-use tandem_tensor::{BinaryOp, Conv2dParams, DType, Error, Pool2dParams, Result, Tensor, UnaryOp};
+use tandem_tensor::{
+    BinaryOp, Conv2dParams, DType, Error, Pool2dParams, ReduceOp, Result, Tensor, UnaryOp,
+};
 
 /// `x @ w` for 2-D `x [M, K]` and `w [K, N]` (f32 or f64): the same `gemm` call as
 /// [`Tensor::matmul`] (so the same numbers), written into the buffer it is given when that
@@ -181,6 +184,42 @@ impl Kernel for Conv2dRelu {
     }
 }
 
+/// A convolution's weight and bias gradients from one output gradient (inputs `[x, g]`):
+/// [`Tensor::conv2d_weight_bias_grad_packed`], the weight gradient flattened then the bias
+/// gradient in one 1-D tensor, which the plan reads through two slices. The stride-1 `f32`
+/// kernels sum the bias gradient while they copy `g` for the weight gradient.
+#[derive(Clone, Debug)]
+pub struct ConvWeightBiasGrad {
+    params: Conv2dParams,
+    weight_shape: Vec<usize>,
+}
+
+impl ConvWeightBiasGrad {
+    /// The kernel for a convolution with these parameters and weight shape.
+    pub fn new(params: Conv2dParams, weight_shape: Vec<usize>) -> ConvWeightBiasGrad {
+        ConvWeightBiasGrad {
+            params,
+            weight_shape,
+        }
+    }
+}
+
+impl Kernel for ConvWeightBiasGrad {
+    fn name(&self) -> &str {
+        "conv2d_weight_bias_grad"
+    }
+
+    fn run(&self, inputs: &[&Tensor], _out: Option<Tensor>) -> Result<Tensor> {
+        let &[x, g] = inputs else {
+            return Err(Error::Graph(format!(
+                "conv2d_weight_bias_grad: expects 2 inputs, got {}",
+                inputs.len()
+            )));
+        };
+        Tensor::conv2d_weight_bias_grad_packed(x, g, &self.weight_shape, &self.params)
+    }
+}
+
 /// `max_pool2d_backward(g, x) * cast(x > c)` (inputs `[g, x]`): the gradient of a max
 /// pooling whose input `x` is a relu's output, times that relu's gradient mask, in one pass
 /// ([`Tensor::max_pool2d_backward_masked`], the numbers of the two ops).
@@ -287,6 +326,108 @@ pub fn lower_conv_relus(plan: &mut PlanGraph) -> bool {
     changed
 }
 
+/// Where a convolution's weight gradient `conv2d_weight_grad(x, g, w)` and its bias
+/// gradient `sum(g, axes=[0, 2, 3])` read the same `g` (both of one float dtype, the weight's
+/// shape known), computes both in one [`ConvWeightBiasGrad`] step: the weight gradient node
+/// becomes a view of the packed result's first `O * C/groups * kh * kw` elements (reshaped to
+/// the weight's shape) and the sum a view of its last `O`, so their readers (and a fetch of
+/// either) are unchanged. Returns whether anything changed.
+pub fn fuse_conv_bias_grads(plan: &mut PlanGraph) -> bool {
+    let uses = Uses::of(plan);
+    let mut changed = false;
+    for w_id in plan.live() {
+        let Some(wnode) = plan.node(w_id) else {
+            continue;
+        };
+        let (PlanOp::Op(Op::Conv2dWeightGrad(p)), &[x, g, _]) =
+            (&wnode.op, wnode.inputs.as_slice())
+        else {
+            continue;
+        };
+        let p = *p;
+        let (dtype, Some(wshape)) = (wnode.info.dtype, wnode.info.concrete()) else {
+            continue;
+        };
+        let is_bias_sum = |id: usize| {
+            plan.node(id).is_some_and(|n| {
+                matches!(&n.op, PlanOp::Op(Op::Reduce { op: ReduceOp::Sum, axes, .. })
+                    if axes.as_slice() == [0, 2, 3])
+                    && n.inputs.as_slice() == [g]
+                    && n.control.is_empty()
+                    && n.info.dtype == dtype
+            })
+        };
+        let Some(s_id) = uses
+            .data_users(plan, g)
+            .into_iter()
+            .find(|&u| is_bias_sum(u))
+        else {
+            continue;
+        };
+        let fits = dtype.is_float() && wshape.len() == 4 && wnode.control.is_empty();
+        let Some(sinfo) = plan.node(s_id).map(|n| n.info.clone()) else {
+            continue;
+        };
+        if !fits {
+            continue;
+        }
+        let (w_len, o) = (wshape.iter().product::<usize>(), wshape[0]);
+        let name = wnode.name.clone();
+        let view = |input: usize, name: String, op: Op, shape: &[usize]| PlanNode {
+            name,
+            op: PlanOp::Op(op),
+            inputs: vec![input],
+            control: Vec::new(),
+            info: ValueInfo::known(dtype, shape),
+        };
+        let slice = |start: usize, end: usize| Op::Slice {
+            axis: 0,
+            start: start as isize,
+            end: end as isize,
+            step: 1,
+        };
+        let packed = plan.add(PlanNode {
+            name: format!("{name}/with_bias"),
+            op: PlanOp::Kernel(Arc::new(ConvWeightBiasGrad::new(p, wshape.clone()))),
+            inputs: vec![x, g],
+            control: Vec::new(),
+            info: ValueInfo::known(dtype, &[w_len + o]),
+        });
+        let w_flat = plan.add(view(
+            packed,
+            format!("{name}/weight"),
+            slice(0, w_len),
+            &[w_len],
+        ));
+        let b_flat = if sinfo.shape.len() == 1 {
+            packed
+        } else {
+            plan.add(view(
+                packed,
+                format!("{name}/bias"),
+                slice(w_len, w_len + o),
+                &[o],
+            ))
+        };
+        let reshape = |shape: &[usize]| Op::Reshape(shape.iter().map(|&d| d as isize).collect());
+        if let Some(Some(n)) = plan.nodes.get_mut(w_id) {
+            n.op = PlanOp::Op(reshape(&wshape));
+            n.inputs = vec![w_flat];
+        }
+        if let Some(Some(n)) = plan.nodes.get_mut(s_id) {
+            // `[O]`: a slice of the packed result; `[1, O, 1, 1]` (keepdim): a reshape of one.
+            n.op = PlanOp::Op(if b_flat == packed {
+                slice(w_len, w_len + o)
+            } else {
+                reshape(&[1, o, 1, 1])
+            });
+            n.inputs = vec![b_flat];
+        }
+        changed = true;
+    }
+    changed
+}
+
 /// Runs every lowering of this module. Returns whether anything changed.
 pub fn lower(plan: &mut PlanGraph) -> bool {
     let a = lower_pool_masks(plan);
@@ -294,7 +435,8 @@ pub fn lower(plan: &mut PlanGraph) -> bool {
     let c = lower_conv_relus(plan);
     let d = fold_gradient_products(plan);
     let e = lower_matmuls(plan);
-    a | b | c | d | e
+    let f = fuse_conv_bias_grads(plan);
+    a | b | c | d | e | f
 }
 
 /// Folds the product into the update where an Adam update's gradient is a 2-D f32/f64

@@ -273,10 +273,78 @@ fn conv_relu_and_pool_mask_kernels_compute_what_the_ops_compute() {
         assert!(sums.iter().all(|l| l.ends_with("[?, 16]")), "{plan}");
         assert_eq!(count("conv2d_relu"), fused, "{plan}");
         assert_eq!(count("conv2d"), 2 - fused, "{plan}");
+        // The first convolution's weight and bias gradients (both fetched) come from one
+        // kernel, read through two slices; the second convolution has no bias.
+        assert_eq!(count("conv2d_weight_bias_grad"), 1, "{plan}");
+        assert_eq!(count("conv2d_weight_grad"), 1, "{plan}");
+        assert_eq!(plan.matches("[slice(").count(), 2, "{plan}");
+        assert!(!plan.contains("sum(axes=[0, 2, 3]"), "{plan}");
         let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
         let run = s.callable(&fetches, &[&x]).unwrap();
         for (i, batch) in [3usize, 3, 5, 1].into_iter().enumerate() {
             let xs = tensor(&[batch, 2, 9, 9], 40 + i as u64, DType::F32);
+            let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
+            let got = run.run(std::slice::from_ref(&xs)).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(a.shape(), b.shape());
+                let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+                for (p, q) in a.iter().zip(&b) {
+                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+}
+
+/// A bias gradient written by hand as `sum(g, [0, 2, 3], keepdim)` over the gradient that a
+/// convolution's weight gradient reads joins that weight gradient's kernel too (a reshape to
+/// `[1, O, 1, 1]` of a slice when `keepdim`); a sum over other axes does not. The fetched
+/// values are the unoptimized plan's.
+#[test]
+fn hand_written_bias_gradients_join_the_weight_gradient() {
+    use tandem_tensor::Conv2dParams;
+    for (axes, keepdim, fused) in [
+        (vec![0, 2, 3], true, true),
+        (vec![0, 2, 3], false, true),
+        (vec![0, 2], false, false),
+    ] {
+        let g = Graph::new();
+        let x = g
+            .placeholder("x", DType::F32, &[None, Some(2), Some(7), Some(6)])
+            .unwrap();
+        let w = g
+            .variable("w", tensor(&[3, 2, 3, 3], 51, DType::F32))
+            .unwrap();
+        let pad = Conv2dParams {
+            padding: [1, 0],
+            ..Default::default()
+        };
+        let c = g.conv2d(&x, &w, None, pad).unwrap();
+        let loss = g.sum(&g.square(&c).unwrap(), &[0, 1, 2, 3], false).unwrap();
+        let grads: Vec<_> = g
+            .gradients(&[&loss], &[&w, &c], None)
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        let db = g.sum(&grads[1], &axes, keepdim).unwrap();
+        let fetches = [&grads[0], &db];
+        let s = Session::new(&g).unwrap();
+        let plan = s.explain(&fetches, &[&x]).unwrap();
+        assert_eq!(
+            plan.matches("[conv2d_weight_bias_grad]").count(),
+            usize::from(fused),
+            "{plan}"
+        );
+        assert_eq!(
+            plan.contains("[reshape([1, 3, 1, 1])]"),
+            fused && keepdim,
+            "{plan}"
+        );
+        let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
+        let run = s.callable(&fetches, &[&x]).unwrap();
+        for (i, batch) in [4usize, 1, 3].into_iter().enumerate() {
+            let xs = tensor(&[batch, 2, 7, 6], 60 + i as u64, DType::F32);
             let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
             let got = run.run(std::slice::from_ref(&xs)).unwrap();
             for (a, b) in got.iter().zip(&want) {

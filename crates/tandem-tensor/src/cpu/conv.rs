@@ -697,13 +697,58 @@ pub fn conv2d_weight_grad<T: GemmScalar>(x: &[T], grad_out: &[T], g: &ConvGeom) 
     g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
     if let (Some(x32), Some(go32)) = (as_f32(x), as_f32(grad_out)) {
         if conv_direct::worthwhile(g, false) {
-            let run = |dw: &mut [f32]| conv_direct::weight_grad(x32, go32, g, dw);
+            let run = |dw: &mut [f32]| conv_direct::weight_grad(x32, go32, g, dw, None);
             if let Some(dw) = direct_into(g.o * g.kg(), run) {
                 return dw;
             }
         }
     }
     im2col_weight_grad(x, grad_out, g)
+}
+
+/// [`conv2d_weight_grad`] and the bias gradient in one buffer: the contiguous weight gradient
+/// (`O * C/groups * kh * kw` elements), then `grad_out` summed per output channel over the
+/// batch and the positions (`O`). Where the direct kernels compute the weight gradient, they
+/// take the sums while copying the output gradient's rows, so the output gradient is not read
+/// a second time.
+pub fn conv2d_weight_bias_grad<T: GemmScalar>(
+    x: &[T],
+    grad_out: &[T],
+    g: &ConvGeom,
+) -> Result<Vec<T>> {
+    g.check_len("input", x.len(), g.n * g.in_sample())?;
+    g.check_len("grad_out", grad_out.len(), g.n * g.out_sample())?;
+    let w_len = g.o * g.kg();
+    if let (Some(x32), Some(go32)) = (as_f32(x), as_f32(grad_out)) {
+        if w_len > 0 && conv_direct::worthwhile(g, false) {
+            let run = |out: &mut [f32]| {
+                let (dw, db) = out.split_at_mut(w_len);
+                conv_direct::weight_grad(x32, go32, g, dw, Some(db))
+            };
+            if let Some(out) = direct_into(w_len + g.o, run) {
+                return out;
+            }
+        }
+    }
+    let mut out = conv2d_weight_grad(x, grad_out, g)?;
+    out.extend(channel_sums(grad_out, g));
+    Ok(out)
+}
+
+/// Contiguous `[N, O, oh, ow]` `grad_out` summed per channel `o` (each sample's plane summed,
+/// then the samples in order).
+fn channel_sums<T: GemmScalar>(grad_out: &[T], g: &ConvGeom) -> Vec<T> {
+    let plane = g.oh * g.ow;
+    let mut sums = vec![T::ZERO; g.o];
+    if plane == 0 || g.o == 0 {
+        return sums;
+    }
+    for sample in grad_out.chunks_exact(g.o * plane) {
+        for (s, p) in sums.iter_mut().zip(sample.chunks_exact(plane)) {
+            *s = *s + p.iter().fold(T::ZERO, |a, &v| a + v);
+        }
+    }
+    sums
 }
 
 /// [`conv2d_weight_grad`] by im2col + `gemm`.

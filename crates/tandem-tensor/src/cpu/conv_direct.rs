@@ -541,13 +541,16 @@ unsafe fn forward_tile<const M: usize, const N: usize>(t: &Tile) {
 }
 
 /// Weight gradient (stride 1): the contiguous `[O, C/groups, kh, kw]` sum over the batch of
-/// `grad_out[o, i] * x_padded[off(tap) + i]`. The caller checked the lengths and
-/// [`worthwhile`].
+/// `grad_out[o, i] * x_padded[off(tap) + i]`. With `db_out` (`[O]`), also the bias gradient,
+/// `grad_out` summed per output channel over the batch and the positions, taken while the
+/// output gradient's rows are copied for the products (each row summed in `f32`, the rows of a
+/// task in `f64`, the tasks in order). The caller checked the lengths and [`worthwhile`].
 pub(crate) fn weight_grad(
     x: &[f32],
     grad_out: &[f32],
     g: &ConvGeom,
     dw_out: &mut [f32],
+    mut db_out: Option<&mut [f32]>,
 ) -> Result<()> {
     let plan = Plan::forward(g);
     let k = plan.taps();
@@ -555,7 +558,12 @@ pub(crate) fn weight_grad(
     let w_len = g.o * k;
     let in_sample = g.c * g.h * g.w;
     let out_sample = g.o * g.oh * g.ow;
-    if x.len() != g.n * in_sample || grad_out.len() != g.n * out_sample || dw_out.len() != w_len {
+    let b_len = if db_out.is_some() { g.o } else { 0 };
+    if x.len() != g.n * in_sample
+        || grad_out.len() != g.n * out_sample
+        || dw_out.len() != w_len
+        || db_out.as_ref().is_some_and(|db| db.len() != b_len)
+    {
         return Err(Error::invalid(
             "conv2d_weight_grad",
             format!("direct kernel buffers do not match the geometry {g:?}"),
@@ -572,12 +580,16 @@ pub(crate) fn weight_grad(
     let chunk = (WGRAD_CHUNK_BYTES / (4 * per_sample)).clamp(1, g.n.max(1));
     let tasks = sample_tasks(g.n, g.work());
     let per_task = g.n.div_ceil(tasks).max(1);
-    let mut partials = vec![0.0f32; tasks * w_len];
+    // Per task: its share of the weight gradient, then of the bias gradient.
+    let part_len = w_len + b_len;
+    let mut partials = vec![0.0f32; tasks * part_len];
     if w_len == 0 {
         return Ok(());
     }
     let plane = g.oh * g.ow;
-    par::for_each_chunk(&mut partials, w_len, |t, dw| {
+    par::for_each_chunk(&mut partials, part_len, |t, part| {
+        let (dw, db) = part.split_at_mut(w_len);
+        let mut sums = vec![0.0f64; db.len()];
         let range = (t * per_task).min(g.n)..((t + 1) * per_task).min(g.n);
         let mut buf = vec![0.0f32; chunk.min(range.len().max(1)) * per_sample];
         let mut first = range.start;
@@ -600,6 +612,9 @@ pub(crate) fn weight_grad(
                             .enumerate()
                         {
                             row[y * plan.wp..y * plan.wp + plan.ow].copy_from_slice(src);
+                            if let Some(sum) = sums.get_mut(oc) {
+                                *sum += f64::from(src.iter().sum::<f32>());
+                            }
                         }
                     }
                 }
@@ -616,12 +631,26 @@ pub(crate) fn weight_grad(
             }
             first += count;
         }
+        for (d, &s) in db.iter_mut().zip(&sums) {
+            *d = s as f32;
+        }
     });
-    let (first, rest) = partials.split_at(w_len);
-    dw_out.copy_from_slice(first);
-    for part in rest.chunks_exact(w_len) {
-        for (d, &v) in dw_out.iter_mut().zip(part) {
+    let mut parts = partials.chunks_exact(part_len);
+    if let Some(first) = parts.next() {
+        dw_out.copy_from_slice(&first[..w_len]);
+        if let Some(db) = db_out.as_deref_mut() {
+            db.copy_from_slice(&first[w_len..]);
+        }
+    }
+    for part in parts {
+        let (dw, db) = part.split_at(w_len);
+        for (d, &v) in dw_out.iter_mut().zip(dw) {
             *d += v;
+        }
+        if let Some(db_out) = db_out.as_deref_mut() {
+            for (d, &v) in db_out.iter_mut().zip(db) {
+                *d += v;
+            }
         }
     }
     Ok(())
@@ -766,7 +795,7 @@ mod tests {
                     let got: Vec<u32> = y_relu.iter().map(|v| v.to_bits()).collect();
                     assert_eq!(got, want, "forward + relu {input:?} {wshape:?}");
                     let mut dw = vec![f32::NAN; w.len()];
-                    weight_grad(&x, &go, &g, &mut dw).unwrap();
+                    weight_grad(&x, &go, &g, &mut dw, None).unwrap();
                     let dw_ref = super::super::conv::im2col_weight_grad(&x, &go, &g).unwrap();
                     close(&dw, &dw_ref, "weight grad");
                     if worthwhile(&g, true) {

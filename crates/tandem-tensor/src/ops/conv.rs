@@ -102,6 +102,13 @@ impl FloatKernel for WeightGrad<'_> {
     }
 }
 
+struct WeightBiasGrad<'a>(&'a ConvGeom);
+impl FloatKernel for WeightBiasGrad<'_> {
+    fn run<T: GemmScalar + Float>(&self, i: &[&[T]]) -> Result<Vec<T>> {
+        conv::conv2d_weight_bias_grad(i[0], i[1], self.0)
+    }
+}
+
 fn check_grad_out(op: &'static str, grad_out: &Tensor, g: &ConvGeom) -> Result<()> {
     let want = g.output_shape();
     if grad_out.shape() != want {
@@ -234,6 +241,62 @@ impl Tensor {
             return crate::cuda::conv2d_weight_grad(input, grad_out, &g, weight_shape);
         }
         run_float(op, &[input, grad_out], weight_shape, &WeightGrad(&g))
+    }
+
+    /// The gradients of [`Tensor::conv2d`] with respect to its weight and its bias, in one
+    /// call: `(grad_weight [O, C/groups, kh, kw], grad_bias [O])`, where `grad_bias` is
+    /// `grad_out` summed over the batch and the positions. Both are views of one buffer (see
+    /// [`Tensor::conv2d_weight_bias_grad_packed`]). On the CPU the stride-1 `f32` kernels take
+    /// the bias gradient while they read `grad_out` for the weight gradient.
+    ///
+    /// ```
+    /// use tandem_tensor::{Conv2dParams, Tensor};
+    /// let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]).unwrap();
+    /// let gy = Tensor::from_vec(vec![1.0f32; 9], &[1, 1, 3, 3]).unwrap();
+    /// let p = Conv2dParams::default();
+    /// let (dw, db) = Tensor::conv2d_weight_bias_grad(&x, &gy, &[1, 1, 2, 2], &p).unwrap();
+    /// assert_eq!(dw.shape(), &[1, 1, 2, 2]);
+    /// assert_eq!(dw.to_vec::<f32>().unwrap(), vec![45.0, 54.0, 81.0, 90.0]);
+    /// assert_eq!(db.to_vec::<f32>().unwrap(), vec![9.0]);
+    /// ```
+    pub fn conv2d_weight_bias_grad(
+        input: &Tensor,
+        grad_out: &Tensor,
+        weight_shape: &[usize],
+        p: &Conv2dParams,
+    ) -> Result<(Tensor, Tensor)> {
+        let packed = Tensor::conv2d_weight_bias_grad_packed(input, grad_out, weight_shape, p)?;
+        let w_len = crate::layout::numel(weight_shape);
+        let end = packed.numel();
+        let dw = packed
+            .slice(0, 0, w_len as isize, 1)?
+            .reshape_to(weight_shape)?;
+        let db = packed.slice(0, w_len as isize, end as isize, 1)?;
+        Ok((dw, db))
+    }
+
+    /// [`Tensor::conv2d_weight_bias_grad`]'s two results in one 1-D tensor of
+    /// `O * C/groups * kh * kw + O` elements: the weight gradient, flattened, then the bias
+    /// gradient. Graph mode's compiler uses it where a plan computes both gradients of one
+    /// convolution from the same output gradient.
+    pub fn conv2d_weight_bias_grad_packed(
+        input: &Tensor,
+        grad_out: &Tensor,
+        weight_shape: &[usize],
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
+        let op = "conv2d_weight_bias_grad";
+        let g = ConvGeom::new(op, input.shape(), weight_shape, p)?;
+        check_grad_out(op, grad_out, &g)?;
+        let len = crate::layout::numel(weight_shape) + g.o;
+        #[cfg(feature = "cuda")]
+        if input.device().is_cuda() || grad_out.device().is_cuda() {
+            let dw = crate::cuda::conv2d_weight_grad(input, grad_out, &g, weight_shape)?;
+            let db = grad_out.reduce(crate::ReduceOp::Sum, &[0, 2, 3], false)?;
+            let dw_flat = dw.reshape_to(&[len - g.o])?;
+            return Tensor::cat(&[&dw_flat, &db], 0);
+        }
+        run_float(op, &[input, grad_out], &[len], &WeightBiasGrad(&g))
     }
 }
 
@@ -674,5 +737,136 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("conv2d"), "{e}");
+    }
+
+    /// `conv2d_weight_bias_grad` is `conv2d_weight_grad` and `grad_out` summed over
+    /// `[0, 2, 3]`: on the direct kernels (LeNet-5's two convolutions, padded, dilated,
+    /// grouped, odd sizes; 1 and 2 threads), on im2col + gemm (stride 2, f64) and for f16; the
+    /// weight gradient bit for bit where both take the same kernel, the bias gradient within
+    /// rounding (it is summed in another order). The packed form holds the same numbers.
+    #[test]
+    fn weight_bias_grad_is_the_two_gradients() {
+        let conv = |stride, padding, dilation, groups| Conv2dParams {
+            stride: [stride, stride],
+            padding,
+            dilation,
+            groups,
+        };
+        let cases = [
+            (
+                [64usize, 1, 28, 28],
+                [6usize, 1, 5, 5],
+                conv(1, [2, 2], [1, 1], 1),
+                DType::F32,
+            ),
+            (
+                [64, 6, 14, 14],
+                [16, 6, 5, 5],
+                conv(1, [0, 0], [1, 1], 1),
+                DType::F32,
+            ),
+            (
+                [3, 4, 11, 9],
+                [6, 2, 3, 2],
+                conv(1, [1, 1], [2, 1], 2),
+                DType::F32,
+            ),
+            (
+                [5, 3, 7, 19],
+                [13, 3, 3, 3],
+                conv(1, [1, 0], [1, 1], 1),
+                DType::F32,
+            ),
+            (
+                [3, 2, 9, 7],
+                [4, 2, 3, 3],
+                conv(2, [1, 1], [1, 1], 1),
+                DType::F32,
+            ),
+            (
+                [2, 2, 9, 7],
+                [4, 2, 3, 3],
+                conv(1, [1, 1], [1, 1], 1),
+                DType::F64,
+            ),
+            (
+                [2, 2, 6, 6],
+                [3, 2, 3, 3],
+                conv(1, [1, 1], [1, 1], 1),
+                DType::F16,
+            ),
+        ];
+        for (i, (xs, ws, p, dtype)) in cases.into_iter().enumerate() {
+            let t = |shape: &[usize], seed| {
+                let n = shape.iter().product();
+                Tensor::from_vec(values(seed, n), shape)
+                    .unwrap()
+                    .cast(dtype)
+                    .unwrap()
+            };
+            let x = t(&xs, i as u64);
+            let w = t(&ws, 10 + i as u64);
+            let gy = t(x.conv2d(&w, None, &p).unwrap().shape(), 30 + i as u64);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (dw, db) = Tensor::conv2d_weight_bias_grad(&x, &gy, &ws, &p).unwrap();
+                    let want_dw = Tensor::conv2d_weight_grad(&x, &gy, &ws, &p).unwrap();
+                    let want_db = gy
+                        .cast(DType::F64)
+                        .unwrap()
+                        .reduce(crate::ReduceOp::Sum, &[0, 2, 3], false)
+                        .unwrap();
+                    assert_eq!((dw.dtype(), db.dtype()), (dtype, dtype));
+                    assert_eq!(dw.shape(), &ws[..]);
+                    assert_eq!(db.shape(), &ws[..1]);
+                    assert_eq!(
+                        crate::ops::bits(&dw),
+                        crate::ops::bits(&want_dw),
+                        "case {i}"
+                    );
+                    let tol = if dtype == DType::F16 { 1e-2 } else { 1e-5 };
+                    let got = db.to_f64_vec().unwrap();
+                    let want = want_db.to_vec::<f64>().unwrap();
+                    for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= tol * (1.0 + b.abs()),
+                            "case {i}, {threads} threads, channel {o}: {a} vs {b}"
+                        );
+                    }
+                    let packed = Tensor::conv2d_weight_bias_grad_packed(&x, &gy, &ws, &p).unwrap();
+                    assert_eq!(packed.shape(), &[dw.numel() + db.numel()]);
+                    let mut both = dw.to_f64_vec().unwrap();
+                    both.extend(got);
+                    assert_eq!(packed.to_f64_vec().unwrap(), both, "case {i}");
+                });
+            }
+        }
+        // Errors name the op and the mismatch.
+        let x = Tensor::zeros(&[2, 3, 8, 8], DType::F32);
+        let e = Tensor::conv2d_weight_bias_grad(
+            &x,
+            &Tensor::zeros(&[2, 4, 6, 7], DType::F32),
+            &[4, 3, 3, 3],
+            &Conv2dParams::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("conv2d_weight_bias_grad") && e.contains("[2, 4, 6, 7]"),
+            "{e}"
+        );
+        let e = Tensor::conv2d_weight_bias_grad(
+            &x,
+            &Tensor::zeros(&[2, 4, 6, 6], DType::F64),
+            &[4, 3, 3, 3],
+            &Conv2dParams::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("float64"), "{e}");
     }
 }
