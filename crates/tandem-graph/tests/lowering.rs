@@ -138,6 +138,31 @@ fn mlp() -> (Graph, tandem_graph::Output, Vec<tandem_graph::Output>) {
     (g, x, grads)
 }
 
+/// Runs the optimized plan of `fetches` (fed `x`) and the unoptimized one on each of
+/// `inputs` and asserts that every fetched value has the same shape and agrees within 1e-5
+/// relative.
+fn assert_optimized_agrees(
+    g: &Graph,
+    fetches: &[&tandem_graph::Output],
+    x: &tandem_graph::Output,
+    inputs: &[Tensor],
+) {
+    let plain = Session::with_options(g, SessionOptions { optimize: false }).unwrap();
+    let run = Session::new(g).unwrap().callable(fetches, &[x]).unwrap();
+    for xs in inputs {
+        let want = plain.run(fetches, &[(x, xs)]).unwrap();
+        let got = run.run(std::slice::from_ref(xs)).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.shape(), b.shape());
+            let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn lowered_plans_compute_what_unoptimized_plans_compute() {
     let (g, x, grads) = mlp();
@@ -147,19 +172,12 @@ fn lowered_plans_compute_what_unoptimized_plans_compute() {
     assert!(plan.contains("matmul_into"), "{plan}");
     assert!(plan.contains("mask_mul"), "{plan}");
     assert!(plan.contains("matmul_bias_relu"), "{plan}");
-    let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
-    let run = s.callable(&fetches, &[&x]).unwrap();
-    for (i, batch) in [4usize, 4, 9, 1].into_iter().enumerate() {
-        let xs = tensor(&[batch, 7], 20 + i as u64, DType::F32);
-        let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
-        let got = run.run(std::slice::from_ref(&xs)).unwrap();
-        for (a, b) in got.iter().zip(&want) {
-            let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
-            }
-        }
-    }
+    let inputs: Vec<Tensor> = [4usize, 4, 9, 1]
+        .into_iter()
+        .enumerate()
+        .map(|(i, batch)| tensor(&[batch, 7], 20 + i as u64, DType::F32))
+        .collect();
+    assert_optimized_agrees(&g, &fetches, &x, &inputs);
 }
 
 #[test]
@@ -279,20 +297,12 @@ fn conv_relu_and_pool_mask_kernels_compute_what_the_ops_compute() {
         assert_eq!(count("conv2d_weight_grad"), 1, "{plan}");
         assert_eq!(plan.matches("[slice(").count(), 2, "{plan}");
         assert!(!plan.contains("sum(axes=[0, 2, 3]"), "{plan}");
-        let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
-        let run = s.callable(&fetches, &[&x]).unwrap();
-        for (i, batch) in [3usize, 3, 5, 1].into_iter().enumerate() {
-            let xs = tensor(&[batch, 2, 9, 9], 40 + i as u64, DType::F32);
-            let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
-            let got = run.run(std::slice::from_ref(&xs)).unwrap();
-            for (a, b) in got.iter().zip(&want) {
-                assert_eq!(a.shape(), b.shape());
-                let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-                for (p, q) in a.iter().zip(&b) {
-                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
-                }
-            }
-        }
+        let inputs: Vec<Tensor> = [3usize, 3, 5, 1]
+            .into_iter()
+            .enumerate()
+            .map(|(i, batch)| tensor(&[batch, 2, 9, 9], 40 + i as u64, DType::F32))
+            .collect();
+        assert_optimized_agrees(&g, &fetches, &x, &inputs);
     }
 }
 
@@ -341,20 +351,12 @@ fn hand_written_bias_gradients_join_the_weight_gradient() {
             fused && keepdim,
             "{plan}"
         );
-        let plain = Session::with_options(&g, SessionOptions { optimize: false }).unwrap();
-        let run = s.callable(&fetches, &[&x]).unwrap();
-        for (i, batch) in [4usize, 1, 3].into_iter().enumerate() {
-            let xs = tensor(&[batch, 2, 7, 6], 60 + i as u64, DType::F32);
-            let want = plain.run(&fetches, &[(&x, &xs)]).unwrap();
-            let got = run.run(std::slice::from_ref(&xs)).unwrap();
-            for (a, b) in got.iter().zip(&want) {
-                assert_eq!(a.shape(), b.shape());
-                let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-                for (p, q) in a.iter().zip(&b) {
-                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
-                }
-            }
-        }
+        let inputs: Vec<Tensor> = [4usize, 1, 3]
+            .into_iter()
+            .enumerate()
+            .map(|(i, batch)| tensor(&[batch, 2, 7, 6], 60 + i as u64, DType::F32))
+            .collect();
+        assert_optimized_agrees(&g, &fetches, &x, &inputs);
     }
 }
 
